@@ -1,0 +1,47 @@
+"""Write an output folder all at once: build it under a temporary name, then rename it.
+
+A crash or an error half-way through a save must never leave a folder that looks like a model
+but is not one (DESIGN.md: stages hand off through folders on disk).
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgefusion.errors import EdgefusionError
+
+
+def check_output_free(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``; call before any long work."""
+    if out.exists() and not overwrite:
+        raise EdgefusionError(f"{out} already exists: choose another output folder or pass --overwrite")
+
+
+@contextmanager
+def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``out``; it becomes ``out`` only if the block ends
+    without error (replacing an old ``out`` when ``overwrite``), and is deleted otherwise."""
+    out = Path(out)
+    check_output_free(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+        out.rename(retired)
+        staging.rename(out)
+        if retired.is_dir():
+            shutil.rmtree(retired)
+        else:
+            retired.unlink()
+    else:
+        staging.rename(out)

@@ -1,0 +1,51 @@
+"""Loading a Stable Diffusion pipeline folder (or a shipped toy name) for generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgefusion.errors import EdgefusionError
+from edgefusion.toy.registry import resolve_model_path
+
+
+def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
+    """A ``StableDiffusionPipeline`` from a diffusers folder or ``toy:NAME``, with no safety checker.
+
+    Weights may be stored in fp16 (the shipped toy models are); they load as ``dtype``, because
+    fp16 matmuls are slow or missing on CPUs.
+    """
+    import diffusers
+    import transformers
+    from diffusers import StableDiffusionPipeline
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    path = resolve_model_path(spec)
+    if not (path / "model_index.json").exists():
+        raise EdgefusionError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(path), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+_SCHEDULERS = {
+    "pndm": "PNDMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "lcm": "LCMScheduler",
+}
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the pipeline's sampler for a diffusers scheduler of the same training schedule."""
+    import diffusers
+
+    if name not in _SCHEDULERS:
+        raise EdgefusionError(f"unknown scheduler {name!r}; choose one of {', '.join(_SCHEDULERS)}")
+    cls = getattr(diffusers, _SCHEDULERS[name])
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)

@@ -1,0 +1,39 @@
+"""Shipped toy models, addressable by name wherever a model folder is accepted (``toy:teacher``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgefusion.errors import EdgefusionError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED = {
+    "teacher": "the toy SD teacher pipeline (SD-v1 block layout, PNDM, CFG)",
+    "evaluator": "the toy attribute classifier and toy CLIP (metrics only, not a pipeline)",
+}
+PREFIX = "toy:"
+
+
+def shipped_path(name: str) -> Path:
+    """Folder of a shipped toy model; a clear error for unknown or missing names."""
+    if name not in SHIPPED:
+        raise EdgefusionError(f"unknown toy model {name!r}; shipped: {', '.join(sorted(SHIPPED))}")
+    path = WEIGHTS_DIR / name
+    if not path.exists():
+        raise EdgefusionError(
+            f"toy model {name!r} is not in this install ({path}); rebuild it with `edgefusion toy train`"
+        )
+    return path
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """``toy:NAME`` -> the shipped folder; anything else must be an existing folder."""
+    text = str(spec)
+    if text.startswith(PREFIX):
+        return shipped_path(text[len(PREFIX) :])
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise EdgefusionError(
+            f"model folder {path} not found; pass a diffusers folder or a name like toy:teacher"
+        )
+    return path
