@@ -45,12 +45,19 @@ def demo_command(
 
 
 def _register_subcommands() -> None:
-    """Attach each stage's commands; imports stay here so `edgefusion --help` lists every stage."""
+    """Attach each stage's commands (once); imports stay here so `edgefusion --help` lists them all."""
+    if _state.get("registered"):
+        return
+    _state["registered"] = True
     from edgefusion.arch.cli import register as register_arch
+    from edgefusion.data.cli import data_app
     from edgefusion.toy.cli import toy_app
+    from edgefusion.train.cli import register as register_train
 
     register_arch(app)
+    register_train(app)
     app.add_typer(toy_app, name="toy")
+    app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from edgefusion.errors import EdgefusionError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {
-    "teacher": "the toy SD teacher pipeline (SD-v1 block layout, PNDM, CFG)",
+    "teacher": "the toy SD teacher pipeline (SD-v1 block layout, zero-terminal-SNR DDIM, CFG)",
     "evaluator": "the toy attribute classifier and toy CLIP (metrics only, not a pipeline)",
 }
 PREFIX = "toy:"

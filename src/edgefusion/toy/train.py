@@ -61,18 +61,23 @@ class ToyTrainConfig:
     clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 5e-4
-    vae_steps: int = 1200
+    vae_steps: int = 600
     vae_batch: int = 32
     vae_lr: float = 5e-4
     vae_kl_weight: float = 1e-6
-    cache_samples: int = 30_000
+    vae_finetune_steps: int = 700
+    vae_finetune_lr: float = 3e-4
+    vae_object_weight: float = 10.0
+    cache_samples: int = 20_000
     unet_steps: int = 3000
-    unet_batch: int = 64
+    unet_batch: int = 32
     unet_lr: float = 3e-4
     unet_warmup: int = 200
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    zero_snr_steps: int = 1500
+    zero_snr_lr: float = 1e-4
     checkpoint_every: int = 250
     classifier_eval_samples: int = 2000
     vae_eval_samples: int = 500
@@ -105,6 +110,11 @@ def _truncate_log(path: Path, last_step: int) -> None:
         path.unlink()
         for r in kept:
             _log_row(path, r)
+
+
+def warmup_cosine(total: int, warmup: int = 0) -> Callable[[int], float]:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    return lambda step: _warmup_constant(step, warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
 def _warmup_constant(step: int, warmup: int) -> float:
@@ -199,7 +209,6 @@ def train_classifier(cfg: ToyTrainConfig, stage_dir: Path) -> AttributeClassifie
         gen = torch.Generator().manual_seed(step)
         return {"loss": classifier_loss(model, _augment_like_decoder(batch.images, gen), batch.scenes)}
 
-    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.classifier_steps))  # noqa: E731
     run_steps(
         stage_dir / "run",
         {"model": model},
@@ -207,7 +216,7 @@ def train_classifier(cfg: ToyTrainConfig, stage_dir: Path) -> AttributeClassifie
         cfg.classifier_steps,
         loss_fn,
         cfg.checkpoint_every,
-        lr_lambda=cosine,
+        lr_lambda=warmup_cosine(cfg.classifier_steps),
         desc="classifier",
     )
     test = scene_batch(
@@ -246,7 +255,6 @@ def train_clip(cfg: ToyTrainConfig, stage_dir: Path):
         batch = scene_batch(_CLIP_STREAM + cfg.seed, step * bsz, bsz, cfg.sizes.image_size)
         return {"loss": clip_loss(model, tok, batch.captions, batch.images)}
 
-    schedule = lambda s: _warmup_constant(s, 100) * 0.5 * (1 + math.cos(math.pi * s / cfg.clip_steps))  # noqa: E731
     run_steps(
         stage_dir / "run",
         {"model": model},
@@ -254,20 +262,38 @@ def train_clip(cfg: ToyTrainConfig, stage_dir: Path):
         cfg.clip_steps,
         loss_fn,
         cfg.checkpoint_every,
-        lr_lambda=schedule,
+        lr_lambda=warmup_cosine(cfg.clip_steps, 100),
         desc="clip",
     )
     return model.eval()
 
 
-def vae_loss(vae, images: torch.Tensor, gen: torch.Generator, kl_weight: float) -> dict[str, torch.Tensor]:
-    """Reconstruction (MSE + L1) of a reparameterized sample, plus a small KL to keep latents tame."""
+def object_mask(images: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """1 where a pixel differs from its image's background (the median of the border), else 0.
+
+    Shapes cover a few percent of a toy image, so a plain pixel loss is almost all background:
+    an autoencoder trained on it alone returns shapes with the wrong colours.
+    """
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1)
+    background = border.median(dim=-1).values[..., None, None]
+    return ((images - background).abs().amax(dim=1, keepdim=True) > threshold).float()
+
+
+def vae_loss(
+    vae, images: torch.Tensor, gen: torch.Generator, kl_weight: float, object_weight: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """Reconstruction (MSE + L1) of a reparameterized sample, plus a small KL to keep latents tame.
+
+    ``object_weight`` > 0 up-weights the pixels of the shapes (:func:`object_mask`).
+    """
     with torch.autocast("cpu", dtype=torch.bfloat16):
         posterior = vae.encode(images).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         recon = vae.decode(z).sample.float()
-    mse = F.mse_loss(recon, images)
-    l1 = F.l1_loss(recon, images)
+    weight = 1.0 + object_weight * object_mask(images)
+    err = recon - images
+    mse = (weight * err.square()).mean() / weight.mean()
+    l1 = (weight * err.abs()).mean() / weight.mean()
     kl = posterior.kl().mean() / images[0].numel()
     return {"loss": mse + l1 + kl_weight * kl, "mse": mse, "l1": l1, "kl": kl}
 
@@ -284,7 +310,6 @@ def train_vae(cfg: ToyTrainConfig, stage_dir: Path, classifier: AttributeClassif
         images = scene_batch(_VAE_STREAM + cfg.seed, step * bsz, bsz, cfg.sizes.image_size).images
         return vae_loss(vae, images, torch.Generator().manual_seed(step), cfg.vae_kl_weight)
 
-    schedule = lambda s: _warmup_constant(s, 100) * 0.5 * (1 + math.cos(math.pi * s / cfg.vae_steps))  # noqa: E731
     run_steps(
         stage_dir / "run",
         {"model": vae},
@@ -292,8 +317,29 @@ def train_vae(cfg: ToyTrainConfig, stage_dir: Path, classifier: AttributeClassif
         cfg.vae_steps,
         loss_fn,
         cfg.checkpoint_every,
-        lr_lambda=schedule,
+        lr_lambda=warmup_cosine(cfg.vae_steps, 100),
         desc="vae",
+    )
+    # Phase 2: fine-tune with the shapes' pixels up-weighted (as SD fine-tuned its VAE in a second
+    # phase), on the next samples of the stream.
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_finetune_lr, weight_decay=0.0)
+
+    def finetune_loss_fn(step: int) -> dict[str, torch.Tensor]:
+        vae.train()
+        start = (cfg.vae_steps + step) * bsz
+        images = scene_batch(_VAE_STREAM + cfg.seed, start, bsz, cfg.sizes.image_size).images
+        gen = torch.Generator().manual_seed(cfg.vae_steps + step)
+        return vae_loss(vae, images, gen, cfg.vae_kl_weight, cfg.vae_object_weight)
+
+    run_steps(
+        stage_dir / "finetune",
+        {"model": vae},
+        opt,
+        cfg.vae_finetune_steps,
+        finetune_loss_fn,
+        cfg.checkpoint_every,
+        lr_lambda=warmup_cosine(cfg.vae_finetune_steps, 50),
+        desc="vae-finetune",
     )
     vae.eval()
     # SD scales latents to unit variance; measure the factor on fresh samples.
@@ -357,8 +403,15 @@ def build_cache(
     return cache
 
 
-def sd_noise_scheduler():
-    """SD-v1's training schedule: 1000 steps, scaled-linear betas 0.00085..0.012, epsilon."""
+def sd_noise_scheduler(zero_terminal_snr: bool = False):
+    """SD-v1's training schedule: 1000 steps, scaled-linear betas 0.00085..0.012, epsilon.
+
+    ``zero_terminal_snr`` rescales the betas so the last step is pure noise and switches to
+    v-prediction (Lin et al., 2024, "Common Diffusion Noise Schedules and Sample Steps Are
+    Flawed"). SD's schedule leaves 6.8% of the image in x_T; on 16x16 toy latents the image mean
+    (the background colour) is readable from that remnant, so a model trained on it takes the
+    background from the noise instead of the caption, and samples from pure noise get it wrong.
+    """
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
@@ -366,7 +419,8 @@ def sd_noise_scheduler():
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
-        prediction_type="epsilon",
+        prediction_type="v_prediction" if zero_terminal_snr else "epsilon",
+        rescale_betas_zero_snr=zero_terminal_snr,
     )
 
 
@@ -395,8 +449,15 @@ def denoising_loss(
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=gen)
     pred = unet(scheduler.add_noise(x0, noise, t), t, cond).sample
-    per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-    weighted = (per_sample * min_snr_weights(scheduler, t, min_snr_gamma)).mean()
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, t)
+    else:
+        target = noise
+    per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+    weights = (
+        min_snr_weights(scheduler, t, min_snr_gamma) if min_snr_gamma > 0 else torch.ones_like(per_sample)
+    )
+    weighted = (per_sample * weights).mean()
     return {"loss": weighted, "mse": per_sample.mean()}
 
 
@@ -438,6 +499,40 @@ def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.T
         ema_decay=cfg.ema_decay,
         desc="teacher",
     )
+    # Phase 2: fine-tune the EMA weights to a zero-terminal-SNR schedule with v-prediction, as Lin
+    # et al. fine-tuned SD-2.1 (see sd_noise_scheduler); Min-SNR weighting is off (it would give
+    # the pure-noise step zero weight).
+    unet.load_state_dict(ema.state_dict())
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.zero_snr_lr, weight_decay=1e-2)
+    zero_snr = sd_noise_scheduler(zero_terminal_snr=True)
+
+    def zero_snr_loss_fn(step: int) -> dict[str, torch.Tensor]:
+        unet.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + cfg.unet_steps + step)
+        idx = torch.randint(0, n, (bsz,), generator=gen)
+        return denoising_loss(
+            unet,
+            zero_snr,
+            cache["latents"][idx],
+            cache["text_embeds"][idx].float(),
+            cache["uncond_embeds"].float(),
+            gen,
+            cfg.caption_dropout,
+            min_snr_gamma=0.0,
+        )
+
+    run_steps(
+        stage_dir / "zero_snr",
+        {"model": unet},
+        opt,
+        cfg.zero_snr_steps,
+        zero_snr_loss_fn,
+        cfg.checkpoint_every,
+        lr_lambda=lambda s: _warmup_constant(s, 100),
+        ema=ema,
+        ema_decay=cfg.ema_decay,
+        desc="teacher-zero-snr",
+    )
     return ema.eval()
 
 
@@ -448,17 +543,15 @@ def _write_json(path: Path, obj) -> None:
 
 
 def assemble_pipeline(tokenizer, text_encoder, vae, unet):
-    """The toy models as a standard ``StableDiffusionPipeline`` (SD-v1's PNDM sampler config)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    """The toy models as a standard ``StableDiffusionPipeline``, sampling with DDIM on the
+    zero-terminal-SNR schedule (v-prediction, trailing timesteps) the teacher was fine-tuned to."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    scheduler = PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        steps_offset=1,
+    scheduler = DDIMScheduler.from_config(
+        sd_noise_scheduler(zero_terminal_snr=True).config,
+        clip_sample=False,
         set_alpha_to_one=False,
+        timestep_spacing="trailing",
     )
     return StableDiffusionPipeline(
         vae=vae,
@@ -494,7 +587,6 @@ def train_toy_world(cfg: ToyTrainConfig, work_dir: Path, out_dir: Path) -> dict:
     """Run all stages (resuming finished ones) and write ``out_dir/{teacher,evaluator}``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     _write_json(work_dir / "config.json", asdict(cfg))
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     t_start = time.time()
     timings = {}
 

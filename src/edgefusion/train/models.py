@@ -1,0 +1,108 @@
+"""Models in and out of the distillation stages: U-Nets by name, the shared pipeline, the result.
+
+Every model argument accepts what the rest of the toolkit accepts: a diffusers pipeline or U-Net
+folder, a single-file original-layout ``.safetensors`` checkpoint, or a shipped ``toy:NAME``.
+The result of a stage is the input pipeline with its U-Net replaced, so plain
+``StableDiffusionPipeline.from_pretrained`` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from edgefusion import __version__
+from edgefusion.arch.compression import PROVENANCE_FILE, copy_pipeline_without_unet
+from edgefusion.arch.removal import VARIANTS, plan_removal
+from edgefusion.arch.sources import load_teacher_unet, resolve_source
+from edgefusion.atomic import atomic_output_dir
+from edgefusion.errors import EdgefusionError
+from edgefusion.toy.registry import resolve_model_path
+from edgefusion.train.config import save_config
+
+# The config entries that fix a U-Net's block structure (what BK-SDM removal changes).
+_STRUCTURE_KEYS = (
+    "block_out_channels",
+    "down_block_types",
+    "up_block_types",
+    "layers_per_block",
+    "mid_block_type",
+)
+_DEFAULT_MID_BLOCK = "UNetMidBlock2DCrossAttn"
+
+
+def load_unet(spec: str, role: str) -> UNet2DConditionModel:
+    """The U-Net of ``spec`` with its weights, in the dtype it was stored in; ``role`` names it in
+    errors (e.g. "teacher")."""
+    source = resolve_source(resolve_model_path(spec))
+    unet = load_teacher_unet(source)
+    if unet is None:
+        raise EdgefusionError(
+            f"{role} {spec} holds no weights (an architecture only): give a pipeline or U-Net folder "
+            "with weights"
+        )
+    return unet
+
+
+def is_pipeline(spec: str) -> bool:
+    """Whether ``spec`` names a diffusers pipeline folder (``model_index.json`` inside)."""
+    try:
+        return (resolve_model_path(spec) / "model_index.json").is_file()
+    except EdgefusionError:
+        return False
+
+
+def pipeline_folder(spec: str, role: str = "pipeline") -> Path:
+    """The folder of the pipeline ``spec``, or an error saying that a pipeline is needed."""
+    path = resolve_model_path(spec)
+    if not (path / "model_index.json").is_file():
+        raise EdgefusionError(
+            f"{role} {spec} is not a diffusers pipeline folder (no model_index.json): the text encoder, "
+            "VAE, tokenizer and scheduler come from one; set pipeline to such a folder"
+        )
+    return path
+
+
+def infer_variant(teacher_config: dict[str, Any], student_config: dict[str, Any]) -> str | None:
+    """The BK-SDM variant whose removal turns the teacher's block structure into the student's, or
+    None when none does (then feature pairs cannot be derived)."""
+    for variant in VARIANTS:
+        try:
+            expected = plan_removal(teacher_config, variant).student_config
+        except EdgefusionError:
+            continue
+        if all(_structure(expected, key) == _structure(student_config, key) for key in _STRUCTURE_KEYS):
+            return variant
+    return None
+
+
+def save_student_pipeline(
+    unet: UNet2DConditionModel,
+    pipeline: Path,
+    out: Path,
+    dtype: torch.dtype,
+    provenance: dict[str, Any],
+    config: Any,
+    config_name: str,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``pipeline`` with ``unet`` (cast to ``dtype``, in place) as its U-Net to ``out``,
+    atomically; ``provenance`` goes beside the U-Net's config, the stage config at the root."""
+    with atomic_output_dir(out, overwrite) as staging:
+        copy_pipeline_without_unet(pipeline, staging)
+        if unet.dtype != dtype:
+            unet.to(dtype)
+        unet.save_pretrained(staging / "unet")
+        record = {**provenance, "edgefusion_version": __version__}
+        (staging / "unet" / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        save_config(config, staging / config_name)
+    return out
+
+
+def _structure(config: dict[str, Any], key: str) -> Any:
+    value = config.get(key, _DEFAULT_MID_BLOCK if key == "mid_block_type" else None)
+    return list(value) if isinstance(value, list | tuple) else value

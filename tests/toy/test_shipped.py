@@ -1,0 +1,73 @@
+"""The shipped toy models: they load in plain diffusers, and their quality holds."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from typer.testing import CliRunner
+
+from edgefusion.eval.toy import ToyEvaluator, render_prompts, score_images
+from edgefusion.toy.prompts import load_prompts
+from edgefusion.toy.registry import shipped_path
+from edgefusion.toy.samples import scene_batch
+
+
+def test_plain_diffusers_generates_from_the_shipped_teacher():
+    """No edgefusion import in the child process: the folder is an ordinary SD pipeline."""
+    code = f"""
+import torch
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained({str(shipped_path("teacher"))!r}, torch_dtype=torch.float32)
+img = pipe("a large red circle at the left on a blue background", num_inference_steps=2,
+           generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+assert img.shape == (64, 64, 3), img.shape
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_classifier_reads_held_out_renders():
+    """The ruler's own bar: >= 0.98 all-attribute accuracy on renders it never saw."""
+    evaluator = ToyEvaluator()
+    batch = scene_batch(seed=777, start=0, batch_size=500, allow_held_out=True)
+    preds = evaluator.predict((batch.images + 1) / 2)
+    from edgefusion.toy.attributes import score_predictions
+
+    rows = score_predictions(batch.scenes, preds)
+    assert sum(all(r.values()) for r in rows) / len(rows) >= 0.98
+
+
+def test_renders_score_near_the_ceiling():
+    prompts = load_prompts()[:200]
+    result = score_images(render_prompts(prompts, seed=5), prompts, ToyEvaluator())
+    assert result["accuracy_all"] >= 0.97
+    assert result["fid"] < 5.0
+    assert result["clip_score"] > 0.2
+
+
+def test_teacher_follows_one_object_prompts():
+    """A seconds-long quality check: the shipped teacher at 25 steps with CFG on 40 prompts."""
+    from edgefusion.eval.toy import evaluate_toy_model
+
+    prompts = [p for p in load_prompts() if " of " not in p and "above" not in p and "below" not in p][:40]
+    result = evaluate_toy_model("toy:teacher", prompts, steps=25, guidance=7.5, seed=0)
+    assert result["one_object"]["n"] == 40
+    assert result["accuracy_all"] >= 0.6, result
+
+
+def test_toy_path_and_eval_cli_schema():
+    from edgefusion.cli import _register_subcommands, app
+
+    _register_subcommands()
+    runner = CliRunner()
+    res = runner.invoke(app, ["toy", "path", "teacher"])
+    assert res.exit_code == 0 and res.stdout.strip() == str(shipped_path("teacher"))
+    res = runner.invoke(app, ["toy", "eval", "--renders", "--limit", "30", "--json"])
+    assert res.exit_code == 0, res.stdout
+    data = json.loads(res.stdout)
+    assert {"n", "accuracy_all", "accuracy", "clip_score", "fid"} <= set(data)
+    assert data["n"] == 30 and torch.isfinite(torch.tensor(data["fid"]))
