@@ -7,7 +7,9 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from edgefusion.data.dataset import iter_rows
 from edgefusion.data.prompts import balanced_toy_scenes, rewrite_with_local_llm, template_prompts, toy_prompts
@@ -154,7 +156,12 @@ def test_diffusers_pipeline_generator_is_seeded_per_image(tmp_path):
     rows = list(iter_rows(tmp_path / "a"))
     assert [(r["width"], r["height"], r["generator"]) for r in rows] == [(32, 32, str(model))] * 4
     assert "record" not in rows[0]  # a model's image has no exact attributes
-    for row in rows:  # image i depends on its seed only, not on its batch or chunk
-        assert (tmp_path / "a" / row["file_name"]).read_bytes() == (
-            tmp_path / "b" / row["file_name"]
-        ).read_bytes()
+    # Image i depends on its seed only, not on its batch or chunk. Batched CPU kernels may round
+    # differently per batch size, so equality is up to one 8-bit level, while seeds differ by far more.
+    pixels = {
+        run: [np.asarray(Image.open(tmp_path / run / r["file_name"]), dtype=np.int16) for r in rows]
+        for run in ("a", "b")
+    }
+    for a, b in zip(pixels["a"], pixels["b"], strict=True):
+        assert np.abs(a - b).max() <= 1
+    assert np.abs(pixels["a"][0] - pixels["a"][1]).mean() > 5

@@ -4,6 +4,7 @@ import copy
 import csv
 import json
 
+import pytest
 import torch
 
 from edgefusion.toy.models import AttributeClassifier, ToyModelSizes, build_unet, build_vae, clip_config
@@ -73,10 +74,11 @@ def test_vae_loss_falls():
     )
 
 
-def test_teacher_loss_falls():
+@pytest.mark.parametrize("zero_terminal_snr", [False, True])
+def test_teacher_loss_falls(zero_terminal_snr):
     torch.manual_seed(0)
     unet = build_unet(MICRO, latent_size=8)
-    sched = sd_noise_scheduler()
+    sched = sd_noise_scheduler(zero_terminal_snr)
     x0, cond, uncond = torch.randn(8, 4, 8, 8), torch.randn(8, 77, 32), torch.zeros(1, 77, 32)
 
     def compute():
@@ -131,21 +133,23 @@ def test_micro_toy_world_trains_and_assembles(tmp_path):
         clip_steps=2,
         clip_batch=8,
         vae_steps=2,
+        vae_finetune_steps=2,
         vae_batch=4,
         cache_samples=16,
         unet_steps=2,
+        zero_snr_steps=2,
         unet_batch=4,
         checkpoint_every=1,
         classifier_eval_samples=16,
         vae_eval_samples=16,
     )
     train_toy_world(cfg, tmp_path / "work", tmp_path / "out")
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(tmp_path / "out" / "teacher"), torch_dtype=torch.float32
-    )
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "out" / "teacher"), dtype=torch.float32)
     image = pipe("a red circle on a blue background", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (32, 32, 3)
     evaluator = ToyEvaluator(tmp_path / "out" / "evaluator")
     assert evaluator.predict(torch.rand(2, 3, 32, 32))["layout"].shape == (2,)
     metrics = json.loads((tmp_path / "work" / "vae" / "metrics.json").read_text())
     assert metrics["scaling_factor"] > 0
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.rescale_betas_zero_snr

@@ -1,5 +1,6 @@
-"""Where a teacher comes from: a built-in name, a config folder, a U-Net folder, a diffusers
-pipeline folder, or a single-file SD checkpoint in the original (LDM) layout.
+"""Where a teacher comes from: a built-in name, a shipped toy model (``toy:teacher``), a config
+folder, a U-Net folder, a diffusers pipeline folder, or a single-file SD checkpoint in the original
+(LDM) layout.
 
 Every tool that takes a model (``compress``, ``info``) resolves it here first, so they all accept
 the same inputs and fail with the same clear messages. Nothing is downloaded: the single-file
@@ -21,6 +22,8 @@ from safetensors.torch import load_file
 
 from edgefusion.arch.configs import BUILTIN_COMPONENTS, BUILTIN_MODELS, builtin_config, builtin_family
 from edgefusion.errors import EdgefusionError
+from edgefusion.toy.registry import PREFIX as TOY_PREFIX
+from edgefusion.toy.registry import resolve_model_path
 
 SourceKind = Literal["builtin", "config", "unet", "pipeline", "single_file"]
 
@@ -65,11 +68,11 @@ def resolve_source(src: str | Path, unet_config: str | Path | None = None) -> So
         family = builtin_family(name)
         configs = {component: builtin_config(family, component) for component in BUILTIN_COMPONENTS}
         return Source("builtin", name, configs, has_weights=False)
-    path = Path(src)
+    path = resolve_model_path(name) if name.startswith(TOY_PREFIX) else Path(src)
     if not path.exists():
         raise EdgefusionError(
             f"{path} does not exist: give a built-in model ({', '.join(BUILTIN_MODELS)}), a diffusers "
-            "pipeline or U-Net folder, a config folder, or a .safetensors checkpoint"
+            "pipeline or U-Net folder, toy:teacher, a config folder, or a .safetensors checkpoint"
         )
     if path.is_file():
         return _resolve_single_file(path, unet_config)
@@ -122,7 +125,7 @@ def load_teacher_unet(source: Source) -> UNet2DConditionModel | None:
     # from_pretrained would upcast half-precision weights to float32: keep what was stored.
     dtype = stored_dtypes.pop() if len(stored_dtypes) == 1 else None
     try:
-        return UNet2DConditionModel.from_pretrained(unet_dir, local_files_only=True, torch_dtype=dtype)
+        return UNet2DConditionModel.from_pretrained(unet_dir, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise EdgefusionError(
             f"could not load the U-Net in {unet_dir}: {_first_line(err)}; check that its config.json "

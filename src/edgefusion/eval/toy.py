@@ -48,7 +48,7 @@ class ToyEvaluator:
         )
         self.classifier.eval()
         self.image_size = config["image_size"]
-        self.clip = CLIPModel.from_pretrained(str(folder / "clip"), torch_dtype=torch.float32).eval()
+        self.clip = CLIPModel.from_pretrained(str(folder / "clip"), dtype=torch.float32).eval()
         self.tokenizer = load_toy_tokenizer()
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:

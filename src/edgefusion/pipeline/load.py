@@ -26,7 +26,7 @@ def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
     if not (path / "model_index.json").exists():
         raise EdgefusionError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(path), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+        str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -303,8 +303,8 @@ def load_frozen_encoders(pipeline: Path, device: torch.device, dtype: torch.dtyp
                 f"pipeline {pipeline} has no {part}/ folder: give a full SD pipeline folder"
             )
     tokenizer = CLIPTokenizer.from_pretrained(pipeline, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(pipeline, subfolder="text_encoder", torch_dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(pipeline, subfolder="vae", torch_dtype=dtype)
+    text_encoder = CLIPTextModel.from_pretrained(pipeline, subfolder="text_encoder", dtype=dtype)
+    vae = AutoencoderKL.from_pretrained(pipeline, subfolder="vae", dtype=dtype)
     for model in (text_encoder, vae):
         model.requires_grad_(False).eval().to(device)
     return FrozenEncoders(tokenizer, text_encoder, vae)
