@@ -13,7 +13,16 @@ from edgefusion.toy.prompts import load_prompts
 from edgefusion.toy.registry import shipped_path
 from edgefusion.toy.samples import scene_batch
 
-TEACHER_FLOORS = {"all": 0.2, "background": 0.8, "color": 0.7, "position": 0.5, "shape": 0.45, "size": 0.85}
+# The shipped teacher on the 40 prompts of test_teacher_follows_one_object_prompts measured
+# all 0.375, background 0.95, color 0.85, position 0.67, shape 0.55, size 0.95.
+TEACHER_FLOORS = {
+    "all": 0.3,
+    "background": 0.85,
+    "color": 0.75,
+    "position": 0.55,
+    "shape": 0.45,
+    "size": 0.85,
+}
 
 
 def test_plain_diffusers_generates_from_the_shipped_teacher():
@@ -63,7 +72,7 @@ def test_renders_score_near_the_ceiling():
 def test_teacher_follows_one_object_prompts():
     """A regression floor for the shipped teacher: 25 steps with CFG on 40 one-object prompts.
 
-    The floors sit just under what the shipped teacher measures (docs/RESULTS.md) and far above
+    The floors sit 3-4 images under what the shipped teacher measures (TEACHER_FLOORS) and far above
     chance (shape 1/5, position 1/5): a broken sampler, scheduler or text path falls through them.
     They are not issue 3's quality bar, which the teacher does not meet yet.
     """

@@ -76,7 +76,7 @@ class ToyTrainConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
-    zero_snr_steps: int = 5500
+    zero_snr_steps: int = 4500
     zero_snr_lr: float = 1e-4
     checkpoint_every: int = 250
     classifier_eval_samples: int = 2000
