@@ -1,6 +1,7 @@
 # Two entry points that work on a fresh machine: `make demo` and `make test`.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+TEST_STAMP := .venv/.installed-test
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -14,10 +15,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The tests also cover the optional Ray engine of `edgefusion data`, so they install its extra.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,ray]'
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	.venv/bin/edgefusion demo --out outputs/demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
