@@ -107,32 +107,22 @@ def test_toy_path_and_eval_cli_schema():
     assert data["n"] == 30 and torch.isfinite(torch.tensor(data["fid"]))
 
 
-def test_block_removal_applies_to_the_shipped_teacher():
-    """`info toy:teacher --variant tiny` removes the same share of the U-Net as on SD-v1.4 (62%)."""
+def _unet_counts(*args: str) -> dict:
+    """The U-Net entry of `edgefusion info ARGS --resolution 64 --json`."""
     from edgefusion.cli import _register_subcommands, app
 
     _register_subcommands()
-    runner = CliRunner()
-    params = {}
-    for variant in ("", "tiny"):
-        args = ["info", "toy:teacher", "--resolution", "64", "--json"] + (
-            ["--variant", variant] if variant else []
-        )
-        res = runner.invoke(app, args)
-        assert res.exit_code == 0, res.stdout
-        params[variant] = json.loads(res.stdout)["components"]["unet"]["params"]
-    assert 0.35 < params["tiny"] / params[""] < 0.40
+    res = CliRunner().invoke(app, ["info", *args, "--resolution", "64", "--json"])
+    assert res.exit_code == 0, res.stdout
+    return json.loads(res.stdout)["components"]["unet"]
+
+
+def test_block_removal_applies_to_the_shipped_teacher():
+    """`info toy:teacher --variant tiny` removes the same share of the U-Net as on SD-v1.4 (62%)."""
+    full, tiny = _unet_counts("toy:teacher"), _unet_counts("toy:teacher", "--variant", "tiny")
+    assert 0.35 < tiny["params"] / full["params"] < 0.40
 
 
 def test_shipped_student_is_the_bk_tiny_cut_of_the_teacher():
     """toy:bk-tiny-adv has exactly the U-Net that `info toy:teacher --variant tiny` describes."""
-    from edgefusion.cli import _register_subcommands, app
-
-    _register_subcommands()
-    runner = CliRunner()
-    counted = []
-    for args in (["toy:bk-tiny-adv"], ["toy:teacher", "--variant", "tiny"]):
-        res = runner.invoke(app, ["info", *args, "--resolution", "64", "--json"])
-        assert res.exit_code == 0, res.stdout
-        counted.append(json.loads(res.stdout)["components"]["unet"])
-    assert counted[0] == counted[1]
+    assert _unet_counts("toy:bk-tiny-adv") == _unet_counts("toy:teacher", "--variant", "tiny")

@@ -38,8 +38,7 @@ _DEFAULT_MID_BLOCK = "UNetMidBlock2DCrossAttn"
 def load_unet(spec: str, role: str) -> UNet2DConditionModel:
     """The U-Net of ``spec`` with its weights, in the dtype it was stored in; ``role`` names it in
     errors (e.g. "teacher")."""
-    source = resolve_source(resolve_model_path(spec))
-    unet = load_teacher_unet(source)
+    unet = load_teacher_unet(resolve_source(spec))
     if unet is None:
         raise EdgefusionError(
             f"{role} {spec} holds no weights (an architecture only): give a pipeline or U-Net folder "
