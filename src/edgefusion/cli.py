@@ -32,9 +32,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 @app.command("demo")
 def demo_command(
     out: Path = typer.Option(Path("outputs/demo"), help="Folder for the PNGs and contact sheet."),
-    model: str = typer.Option("toy:teacher", help="Pipeline folder or shipped toy name."),
-    steps: int = typer.Option(25, help="Denoising steps."),
-    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    model: str = typer.Option("toy:edgefusion", help="Pipeline folder or shipped toy name."),
+    steps: int | None = typer.Option(None, help="Sampling steps (default: 2 for LCM models, else 25)."),
+    guidance: float | None = typer.Option(None, help="Guidance scale (default: the model kind's)."),
     seed: int = typer.Option(0, help="Image i uses seed + i."),
 ) -> None:
     """Generate a few shapes-world images with a shipped toy model (no download) and a contact sheet."""
@@ -44,20 +44,81 @@ def demo_command(
     Console().print(f"[green]wrote[/] {out}/*.png and {sheet}")
 
 
+@app.command("generate")
+def generate_command(
+    prompt: list[str] | None = typer.Argument(None, help="Prompt(s); or give --prompts FILE."),
+    model: str = typer.Option("toy:edgefusion", help="Diffusers SD folder, ONNX export or toy:NAME."),
+    out: Path = typer.Option(Path("outputs/generate"), help="Folder for the PNGs and generations.jsonl."),
+    prompts: Path | None = typer.Option(None, help="Text file, one prompt per line."),
+    steps: int | None = typer.Option(None, help="Sampling steps (default: 2 for LCM models, else 25)."),
+    guidance: float | None = typer.Option(
+        None, help="Guidance scale (default: LCM models their distillation range's middle, else 7.5)."
+    ),
+    seed: int = typer.Option(0, help="Image k uses seed + k."),
+    n: int = typer.Option(1, help="Images per prompt."),
+    size: int | None = typer.Option(
+        None, help="Image side in pixels, a multiple of 8 (default: the model's)."
+    ),
+    scheduler: str | None = typer.Option(None, help="ddim, pndm, dpm, euler (non-LCM models) or lcm."),
+    backend: str = typer.Option("torch", help="torch, or onnxruntime for an `edgefusion export` folder."),
+    batch_size: int = typer.Option(8, help="Images per pipeline call."),
+) -> None:
+    """Generate images; LCM models (EdgeFusion) use their own scheduler with embedded guidance.
+
+    Re-running into the same --out resumes: finished images are kept. Example:
+    edgefusion generate "a large red circle at the left on a blue background" --steps 2 --n 4
+    """
+    from edgefusion.generate import generate
+
+    texts = list(prompt or [])
+    if prompts is not None:
+        if not prompts.is_file():
+            raise EdgefusionError(f"prompt file {prompts} not found")
+        texts += [line.strip() for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = generate(
+        texts,
+        model,
+        out=out,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        n=n,
+        size=size,
+        scheduler=scheduler,
+        backend=backend,
+        batch_size=batch_size,
+    )
+    first = records[0]
+    Console().print(
+        f"[green]wrote[/] {len(records)} images to {out} ({first['scheduler']}, {first['steps']} steps, "
+        f"guidance {first['guidance']:g})"
+    )
+
+
 def _register_subcommands() -> None:
     """Attach each stage's commands (once); imports stay here so `edgefusion --help` lists them all."""
     if _state.get("registered"):
         return
     _state["registered"] = True
     from edgefusion.arch.cli import register as register_arch
+    from edgefusion.bench.cli import register as register_bench
     from edgefusion.data.cli import data_app
+    from edgefusion.eval.cli import eval_app
+    from edgefusion.export.cli import register as register_export
+    from edgefusion.quant.cli import register as register_quant
+    from edgefusion.tiling.cli import tile_app
     from edgefusion.toy.cli import toy_app
     from edgefusion.train.cli import register as register_train
 
     register_arch(app)
+    register_bench(app)
     register_train(app)
+    register_quant(app)
+    register_export(app)
     app.add_typer(toy_app, name="toy")
     app.add_typer(data_app, name="data")
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(tile_app, name="tile")
 
 
 def main() -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from PIL.PngImagePlugin import PngInfo
 
 DEMO_PROMPTS = [
     "a large red circle at the left on a blue background",
@@ -40,35 +38,22 @@ def contact_sheet(
 
 
 def run_demo(
-    out: Path, model: str = "toy:teacher", steps: int = 25, guidance: float = 7.5, seed: int = 0
+    out: Path,
+    model: str = "toy:edgefusion",
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
 ) -> Path:
-    """Generate the demo prompts; write one PNG each (metadata in text chunks) and a contact sheet."""
-    from edgefusion.pipeline.load import load_pipeline
-    from edgefusion.pipeline.sampling import generate_tensors
-    from edgefusion.toy.samples import tensor_to_images
+    """Generate the demo prompts with :func:`edgefusion.generate.generate` (one PNG each, settings
+    in text chunks and ``generations.jsonl``) and write a contact sheet of them."""
+    from edgefusion.generate import generate
 
-    pipe = load_pipeline(model)
-    seeds = [seed + i for i in range(len(DEMO_PROMPTS))]
-    images = tensor_to_images(generate_tensors(pipe, DEMO_PROMPTS, seeds, steps, guidance) * 2 - 1)
-    out.mkdir(parents=True, exist_ok=True)
-    log = []
-    for i, (img, prompt, s) in enumerate(zip(images, DEMO_PROMPTS, seeds, strict=True)):
-        meta = {
-            "prompt": prompt,
-            "seed": s,
-            "steps": steps,
-            "guidance": guidance,
-            "model": model,
-            "scheduler": type(pipe.scheduler).__name__,
-        }
-        info = PngInfo()
-        for k, v in meta.items():
-            info.add_text(k, str(v))
-        tmp = out / f".{i:02d}.png.tmp"
-        img.save(tmp, format="PNG", pnginfo=info)
-        tmp.replace(out / f"{i:02d}.png")
-        log.append(json.dumps({"file_name": f"{i:02d}.png", **meta}))
-    (out / "images.jsonl").write_text("\n".join(log) + "\n")
+    records = generate(
+        DEMO_PROMPTS, model, out=out, steps=steps, guidance=guidance, seed=seed, progress=False
+    )
+    images = [Image.open(out / r["file_name"]).convert("RGB") for r in records]
     sheet = out / "contact_sheet.png"
-    contact_sheet(images, DEMO_PROMPTS).save(sheet)
+    tmp = out / ".contact_sheet.png.tmp"
+    contact_sheet(images, DEMO_PROMPTS).save(tmp, format="PNG")
+    tmp.replace(sheet)
     return sheet

@@ -16,7 +16,8 @@ from edgefusion.toy.samples import scene_batch
 
 # Measured on the 40 prompts of test_shipped_pipeline_follows_one_object_prompts:
 # teacher: all 0.375, background 0.95, color 0.85, position 0.67, shape 0.55, size 0.95;
-# bk-tiny-adv: all 0.225, background 0.95, color 0.775, position 0.63, shape 0.40, size 0.925.
+# bk-tiny-adv: all 0.225, background 0.95, color 0.775, position 0.63, shape 0.40, size 0.925;
+# edgefusion (2 LCM steps): all 0.275, background 0.975, color 0.675, position 0.57, shape 0.425, size 0.775.
 FLOORS = {
     "teacher": {"all": 0.3, "background": 0.85, "color": 0.75, "position": 0.55, "shape": 0.45, "size": 0.85},
     "bk-tiny-adv": {
@@ -27,20 +28,37 @@ FLOORS = {
         "shape": 0.3,
         "size": 0.8,
     },
+    "edgefusion": {
+        "all": 0.2,
+        "background": 0.875,
+        "color": 0.575,
+        "position": 0.475,
+        "shape": 0.325,
+        "size": 0.675,
+    },
 }
 
 
-@pytest.mark.parametrize("name", ["teacher", "bk-tiny-adv"])
-def test_plain_diffusers_generates_from_a_shipped_pipeline(name):
-    """No edgefusion import in the child process: the folder is an ordinary SD pipeline."""
+@pytest.mark.parametrize(
+    "name,pipeline",
+    [
+        ("teacher", "StableDiffusionPipeline"),
+        ("bk-tiny-adv", "StableDiffusionPipeline"),
+        ("edgefusion", "LatentConsistencyModelPipeline"),
+        ("edgefusion", "StableDiffusionPipeline"),
+    ],
+)
+def test_plain_diffusers_generates_from_a_shipped_pipeline(name, pipeline):
+    """No edgefusion import in the child process: the folder is an ordinary diffusers pipeline
+    (toy:edgefusion also loads as an SD pipeline, which then embeds guidance and applies CFG)."""
     code = f"""
 import torch
-from diffusers import StableDiffusionPipeline
-pipe = StableDiffusionPipeline.from_pretrained({str(shipped_path(name))!r}, dtype=torch.float32)
+from diffusers import {pipeline}
+pipe = {pipeline}.from_pretrained({str(shipped_path(name))!r}, dtype=torch.float32)
 img = pipe("a large red circle at the left on a blue background", num_inference_steps=2,
-           generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+           guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
 assert img.shape == (64, 64, 3), img.shape
-print("ok")
+print(type(pipe.scheduler).__name__, "ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})  # fmt: skip
@@ -75,9 +93,14 @@ def test_renders_score_near_the_ceiling():
     assert result["clip_score"] > 0.5 > 0.1 > noise["clip_score"]
 
 
+# How each shipped model is sampled for its floor: (steps, guidance); None is the model's default.
+SAMPLING = {"teacher": (25, 7.5), "bk-tiny-adv": (25, 7.5), "edgefusion": (2, None)}
+
+
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_shipped_pipeline_follows_one_object_prompts(name):
-    """A regression floor for a shipped pipeline: 25 steps with CFG on 40 one-object prompts.
+    """A regression floor for a shipped pipeline on 40 one-object prompts: 25 steps with CFG 7.5,
+    and toy:edgefusion at 2 LCM steps with its embedded guidance.
 
     The floors sit 3-4 images under what the model measures (see FLOORS) and far above chance
     (shape 1/5, position 1/5): a broken sampler, scheduler or text path falls through them. They
@@ -86,7 +109,8 @@ def test_shipped_pipeline_follows_one_object_prompts(name):
     from edgefusion.eval.toy import evaluate_toy_model
 
     prompts = [p for p in load_prompts() if " of " not in p and "above" not in p and "below" not in p][:40]
-    result = evaluate_toy_model(f"toy:{name}", prompts, steps=25, guidance=7.5, seed=0)
+    steps, guidance = SAMPLING[name]
+    result = evaluate_toy_model(f"toy:{name}", prompts, steps=steps, guidance=guidance, seed=0)
     assert result["one_object"]["n"] == 40
     floors, acc = FLOORS[name], result["accuracy"]
     assert result["accuracy_all"] >= floors["all"], result

@@ -145,23 +145,27 @@ def score_images(
 def evaluate_toy_model(
     model: str | Path,
     prompts: list[str],
-    steps: int = 25,
-    guidance: float = 7.5,
+    steps: int | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     scheduler: str | None = None,
     batch_size: int = 50,
     evaluator: str | Path = "toy:evaluator",
+    backend: str = "torch",
 ) -> dict:
-    """Generate one image per prompt (seed ``seed + i``) and score it with :func:`score_images`."""
-    from edgefusion.pipeline.load import load_pipeline, set_scheduler
+    """Generate one image per prompt (seed ``seed + i``) and score it with :func:`score_images`.
+
+    Generation goes through the pipeline ``edgefusion generate`` uses, with its defaults: an LCM
+    model samples with its own scheduler and embedded guidance (2 steps), others 25 steps, CFG 7.5.
+    """
+    from edgefusion.generate import load_generation_pipeline, sampling_defaults
     from edgefusion.pipeline.sampling import generate_tensors
 
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise EdgefusionError(f"steps must be >= 1, got {steps}")
-    pipe = load_pipeline(model)
-    if scheduler:
-        set_scheduler(pipe, scheduler)
     parse_prompts(prompts)  # fail before generating, not after
+    pipe = load_generation_pipeline(model, backend, scheduler)
+    steps, guidance = sampling_defaults(pipe, model, steps, guidance)
     seeds = [seed + i for i in range(len(prompts))]
     images = generate_tensors(pipe, prompts, seeds, steps, guidance, batch_size)
     result = score_images(images, prompts, ToyEvaluator(evaluator))
@@ -171,5 +175,6 @@ def evaluate_toy_model(
         "guidance": guidance,
         "seed": seed,
         "scheduler": type(pipe.scheduler).__name__,
+        "backend": backend,
     }
     return result

@@ -11,14 +11,17 @@ from edgefusion.toy.registry import resolve_model_path
 
 
 def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
-    """A ``StableDiffusionPipeline`` from a diffusers folder or ``toy:NAME``, with no safety checker.
+    """The generation pipeline of a diffusers folder or ``toy:NAME``, with no safety checker.
 
-    Weights may be stored in fp16 (the shipped toy models are); they load as ``dtype``, because
-    fp16 matmuls are slow or missing on CPUs.
+    A U-Net with a guidance embedding (``time_cond_proj_dim``: an LCM-distilled model) gets a
+    ``LatentConsistencyModelPipeline`` with an ``LCMScheduler``: guidance is embedded, the batch is
+    not doubled. Any other model gets a ``StableDiffusionPipeline`` with its own scheduler. Both
+    take the same call arguments. Weights may be stored in fp16 (the shipped toy models are);
+    they load as ``dtype``, because fp16 matmuls are slow or missing on CPUs.
     """
     import diffusers
     import transformers
-    from diffusers import StableDiffusionPipeline
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionPipeline
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
@@ -28,8 +31,17 @@ def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
     pipe = StableDiffusionPipeline.from_pretrained(
         str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
     )
+    if is_lcm(pipe):
+        pipe = LatentConsistencyModelPipeline.from_pipe(pipe)
+        if not isinstance(pipe.scheduler, LCMScheduler):
+            pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def is_lcm(pipe) -> bool:
+    """Whether the pipeline's U-Net takes an embedded guidance scale (an LCM-distilled model)."""
+    return getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
 
 
 _SCHEDULERS = {
@@ -42,10 +54,13 @@ _SCHEDULERS = {
 
 
 def set_scheduler(pipe, name: str) -> None:
-    """Swap the pipeline's sampler for a diffusers scheduler of the same training schedule."""
+    """Swap the pipeline's sampler for a diffusers scheduler of the same training schedule. An
+    LCM model samples with its own scheduler only (its steps are consistency jumps)."""
     import diffusers
 
     if name not in _SCHEDULERS:
         raise EdgefusionError(f"unknown scheduler {name!r}; choose one of {', '.join(_SCHEDULERS)}")
+    if is_lcm(pipe) and name != "lcm":
+        raise EdgefusionError(f"this is an LCM model: it samples with the lcm scheduler, not {name}")
     cls = getattr(diffusers, _SCHEDULERS[name])
     pipe.scheduler = cls.from_config(pipe.scheduler.config)

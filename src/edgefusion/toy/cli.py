@@ -67,12 +67,17 @@ def eval_command(
     prompts: Annotated[
         Path | None, typer.Option(help="Text file, one prompt per line (default: the eval set).")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    steps: Annotated[
+        int | None, typer.Option(help="Sampling steps (default: 2 for LCM models, else 25).")
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="Guidance scale (default: LCM models their own, else 7.5).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Image i uses seed + i.")] = 0,
     scheduler: Annotated[
         str | None, typer.Option(help="pndm, ddim, dpm, euler, lcm (default: the model's).")
     ] = None,
+    backend: Annotated[str, typer.Option(help="torch, or onnxruntime for an export folder.")] = "torch",
     limit: Annotated[int | None, typer.Option(help="Score only the first N prompts.")] = None,
     renders: Annotated[
         bool, typer.Option(help="Score renders of the prompts instead (the ceiling).")
@@ -89,7 +94,7 @@ def eval_command(
         result["settings"] = {"model": "renders", "seed": seed}
     else:
         result = evaluate_toy_model(
-            model, texts, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler
+            model, texts, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, backend=backend
         )
     if as_json:
         print(json.dumps(result, indent=2))

@@ -10,6 +10,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {
     "teacher": "the toy SD teacher pipeline (SD-v1 block layout, zero-terminal-SNR DDIM, CFG)",
     "bk-tiny-adv": "BK-SDM-Tiny cut from the toy teacher and distilled by it (3.3M-param U-Net, fp16)",
+    "edgefusion": "toy EdgeFusion: toy:bk-tiny-adv LCM-distilled from toy:teacher for 1-4 steps (fp16)",
     "evaluator": "the toy attribute classifier and toy CLIP (metrics only, not a pipeline)",
 }
 PREFIX = "toy:"

@@ -40,6 +40,7 @@ from edgefusion.train.features import capture_features
 from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
 from edgefusion.train.losses import feature_kd_loss, output_kd_loss, task_loss
 from edgefusion.train.models import (
+    check_conditioning,
     infer_variant,
     is_pipeline,
     load_unet,
@@ -219,7 +220,7 @@ def distill(config: KDConfig) -> DistillReport:
 
     # 5. Data: pairs (or their cached latents and text embeddings), skipping unusable samples.
     data = prepare_training_data(config.data, pipeline, accelerator, dtype)
-    _check_conditioning(teacher, student, data.uncond_embeds)
+    check_conditioning(teacher, student, data.uncond_embeds)
 
     # 6. The objective of one micro-batch: latents from the VAE posterior, captions dropped to
     #    the empty prompt at ``caption_dropout``, then BK-SDM's three terms.
@@ -300,16 +301,3 @@ def _student(config: KDConfig, teacher: nn.Module) -> nn.Module:
         return load_unet(config.student, "student")
     cut_from = teacher if config.student_from is None else load_unet(config.student_from, "student_from")
     return compress(cut_from, config.variant)
-
-
-def _check_conditioning(teacher: nn.Module, student: nn.Module, text_embeds: torch.Tensor) -> None:
-    """Teacher and student must read the pipeline's text embeddings and latents."""
-    width = text_embeds.shape[-1]
-    for role, unet in (("teacher", teacher), ("student", student)):
-        if unet.config.cross_attention_dim != width:
-            raise EdgefusionError(
-                f"the {role} U-Net expects text embeddings of width {unet.config.cross_attention_dim}, "
-                f"but the pipeline's text encoder gives {width}: use a pipeline of the same model family"
-            )
-    if teacher.config.in_channels != student.config.in_channels:
-        raise EdgefusionError("teacher and student U-Nets take latents of different channel counts")

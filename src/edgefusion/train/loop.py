@@ -39,8 +39,10 @@ CONFIG_FILE = "config.yaml"
 LOSSES_FILE = "losses.csv"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
-#: Config keys a resumed run may change: they do not alter the steps already taken.
+#: Config keys a resumed run may change: they do not alter the steps already taken. ``run_dir``
+#: among them lets a copy of a run folder (say, cut back to an earlier checkpoint) resume elsewhere.
 RESUMABLE_KEYS = (
+    "run_dir",
     "train.steps",
     "train.checkpoint_every",
     "train.keep_checkpoints",

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
+from torch import nn
 
 from edgefusion import __version__
 from edgefusion.arch.compression import PROVENANCE_FILE, copy_pipeline_without_unet
@@ -100,6 +101,19 @@ def save_student_pipeline(
         (staging / "unet" / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         save_config(config, staging / config_name)
     return out
+
+
+def check_conditioning(teacher: nn.Module, student: nn.Module, text_embeds: torch.Tensor) -> None:
+    """Teacher and student must read the pipeline's text embeddings and latents."""
+    width = text_embeds.shape[-1]
+    for role, unet in (("teacher", teacher), ("student", student)):
+        if unet.config.cross_attention_dim != width:
+            raise EdgefusionError(
+                f"the {role} U-Net expects text embeddings of width {unet.config.cross_attention_dim}, "
+                f"but the pipeline's text encoder gives {width}: use a pipeline of the same model family"
+            )
+    if teacher.config.in_channels != student.config.in_channels:
+        raise EdgefusionError("teacher and student U-Nets take latents of different channel counts")
 
 
 def _structure(config: dict[str, Any], key: str) -> Any:

@@ -1,0 +1,1 @@
+"""Latency and memory per pipeline component (``edgefusion bench``)."""

@@ -1,0 +1,90 @@
+"""The ``onnxruntime`` bench backend: time the components of an ONNX export (``edgefusion.export``).
+
+The export's layout is ``text_encoder/model.onnx`` (``input_ids``), ``unet/model.onnx``
+(``sample``, ``timestep``, ``encoder_hidden_states``, and ``timestep_cond`` for LCM U-Nets) and
+``vae_decoder/model.onnx`` (``latent_sample``). A built-in architecture is first saved as a
+pipeline folder, then exported; both are cached under ``work_dir`` and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgefusion.bench.models import ARCHITECTURES, PipelineParts
+
+_SUBFOLDERS = {"text_encoder": "text_encoder", "unet_step": "unet", "vae_decoder": "vae_decoder"}
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+
+def save_builtin_pipeline(parts: PipelineParts, folder: Path) -> Path:
+    """A loadable pipeline folder of a built-in architecture, so the exporter can read it. Its
+    tokenizer is the toy CLIP BPE (the real vocabulary is not shipped): token ids only feed the
+    exporter's trace, and the graph does not depend on their values."""
+    from diffusers import LCMScheduler, PNDMScheduler, StableDiffusionPipeline
+
+    from edgefusion.toy.tokenizer import load_toy_tokenizer
+
+    scheduler = (
+        LCMScheduler(steps_offset=1) if parts.lcm else PNDMScheduler(skip_prk_steps=True, steps_offset=1)
+    )
+    tokenizer = load_toy_tokenizer()
+    tokenizer.model_max_length = parts.text_length  # the exporter traces prompts of this length
+    pipe = StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=tokenizer,
+        unet=parts.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def exported_folder(name: str, parts: PipelineParts, work_dir: Path) -> Path:
+    """The fp32 ONNX export of ``name``, made on first use."""
+    from edgefusion.export.onnx import export_pipeline
+
+    folder = Path(work_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", name) / "onnx-fp32"
+    if all((folder / sub / "model.onnx").exists() for sub in _SUBFOLDERS.values()):
+        return folder
+    source = name
+    if name in ARCHITECTURES:
+        source = folder.parent / "pipeline"
+        if not (source / "model_index.json").exists():
+            save_builtin_pipeline(parts, source)
+    return export_pipeline(source, folder, precision="fp32")
+
+
+def onnx_runners(
+    name: str, parts: PipelineParts, inputs: dict[str, dict[str, torch.Tensor]], work_dir: Path
+) -> dict[str, Callable[[], object]]:
+    """One callable per component running its onnxruntime session on the given inputs."""
+    import onnxruntime as ort
+
+    folder = exported_folder(name, parts, work_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    runners = {}
+    for component, sub in _SUBFOLDERS.items():
+        session = ort.InferenceSession(
+            str(folder / sub / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        runners[component] = _runner(session, inputs[component])
+    return runners
+
+
+def _runner(session, tensors: dict[str, torch.Tensor]) -> Callable[[], object]:
+    """Feed the session's inputs from ``tensors``, in the dtypes the graph declares."""
+    feeds = {
+        meta.name: tensors[meta.name].numpy().astype(_NUMPY_TYPES.get(meta.type, np.float32))
+        for meta in session.get_inputs()
+    }
+    return lambda: session.run(None, feeds)

@@ -1,0 +1,66 @@
+"""Prompt files for evaluation: BK-SDM's COCO-30K ``metadata.csv``, any CSV / JSONL, or plain text.
+
+BK-SDM names each generated image after the COCO file it stands for (``file_name`` column), so a
+folder it generated can be scored against the same file; prompts without a file name map to
+``{index:05d}.png``, the names ``edgefusion.generate`` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefusion.errors import EdgefusionError
+
+#: Columns (or JSON keys) read as the prompt, in order of preference.
+TEXT_FIELDS = ("text", "caption", "prompt")
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    text: str
+    file_name: str | None = None
+
+
+def _from_records(records: list[dict], path: Path) -> list[PromptRow]:
+    if not records:
+        return []
+    field = next((f for f in TEXT_FIELDS if f in records[0]), None)
+    if field is None:
+        raise EdgefusionError(
+            f"{path} has no prompt column: name one of {', '.join(TEXT_FIELDS)} "
+            f"(found {', '.join(records[0])})"
+        )
+    return [PromptRow(str(r[field]), r.get("file_name") or None) for r in records]
+
+
+def read_prompts(path: str | Path, limit: int | None = None) -> list[PromptRow]:
+    """Prompts of ``path`` (``.csv``, ``.jsonl``, else one prompt per non-empty line), first ``limit``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise EdgefusionError(f"prompt file {path} not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        rows = _from_records(list(csv.DictReader(text.splitlines())), path)
+    elif path.suffix == ".jsonl":
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as err:
+            raise EdgefusionError(f"{path} is not valid JSONL ({err})") from err
+        rows = _from_records(records, path)
+    else:
+        rows = [PromptRow(line.strip()) for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise EdgefusionError(f"prompt file {path} has no prompts")
+    return rows[:limit] if limit else rows
+
+
+def image_names(rows: list[PromptRow], n: int, folder: Path | None = None) -> list[str]:
+    """File name of each image: ``{k:05d}.png`` for image ``k = prompt_index * n + j``, or the rows'
+    ``file_name`` when ``folder`` (an existing image folder) holds images named that way."""
+    named = n == 1 and all(r.file_name for r in rows)
+    if named and folder is not None and (folder / rows[0].file_name).exists():
+        return [r.file_name for r in rows]
+    return [f"{k:05d}.png" for k in range(len(rows) * n)]
