@@ -57,11 +57,12 @@ def load_generation_pipeline(model: str | Path, backend: str = "torch", schedule
 def default_guidance(pipe: Any, model: str | Path) -> float:
     """CFG 7.5 (SD's) for ordinary models; for an LCM model, the middle of the guidance range it was
     distilled over (from the provenance ``edgefusion lcm`` writes), else diffusers' LCM default 8.5."""
+    from edgefusion.arch.compression import PROVENANCE_FILE
     from edgefusion.toy.registry import resolve_model_path
 
     if not pipeline_is_lcm(pipe):
         return DEFAULT_GUIDANCE
-    provenance = resolve_model_path(model) / "unet" / "edgefusion.json"
+    provenance = resolve_model_path(model) / "unet" / PROVENANCE_FILE
     if provenance.is_file():
         w_range = json.loads(provenance.read_text(encoding="utf-8")).get("w_range")
         if w_range:
@@ -125,8 +126,9 @@ def generate(
         {"file_name": f"{k:05d}.png", "prompt": prompts[k // n], "seed": seed + k, **settings}
         for k in range(len(prompts) * n)
     ]
-    todo = [r for r in records if not _already_made(out / r["file_name"], r)]
-    _rewrite_log(out, [r for r in records if r not in todo])
+    made = [_already_made(out / r["file_name"], r) for r in records]
+    todo = [r for r, done in zip(records, made, strict=True) if not done]
+    _rewrite_log(out, [r for r, done in zip(records, made, strict=True) if done])
 
     from edgefusion.pipeline.sampling import generate_tensors
 

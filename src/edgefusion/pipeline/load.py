@@ -13,24 +13,40 @@ from edgefusion.toy.registry import resolve_model_path
 def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
     """The generation pipeline of a diffusers folder or ``toy:NAME``, with no safety checker.
 
-    A U-Net with a guidance embedding (``time_cond_proj_dim``: an LCM-distilled model) gets a
-    ``LatentConsistencyModelPipeline`` with an ``LCMScheduler``: guidance is embedded, the batch is
-    not doubled. Any other model gets a ``StableDiffusionPipeline`` with its own scheduler. Both
-    take the same call arguments. Weights may be stored in fp16 (the shipped toy models are);
-    they load as ``dtype``, because fp16 matmuls are slow or missing on CPUs.
+    A W8A16 folder (``edgefusion quantize``) loads with its int8 U-Net, in its 16-bit dtype. Weights
+    may be stored in fp16 (the shipped toy models are); they load as ``dtype``, because fp16
+    matmuls are slow or missing on CPUs. The kind of pipeline follows the U-Net, see
+    :func:`as_generation_pipeline`.
     """
     import diffusers
     import transformers
-    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
+
+    from edgefusion.quant.io import is_quantized_folder, load_quantized_pipeline
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     path = resolve_model_path(spec)
     if not (path / "model_index.json").exists():
         raise EdgefusionError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+    if is_quantized_folder(path):
+        return load_quantized_pipeline(path)
     pipe = StableDiffusionPipeline.from_pretrained(
         str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
     )
+    return as_generation_pipeline(pipe)
+
+
+def as_generation_pipeline(pipe):
+    """``pipe`` as the pipeline its U-Net samples with, progress bar off.
+
+    A U-Net with a guidance embedding (``time_cond_proj_dim``: an LCM-distilled model) gets a
+    ``LatentConsistencyModelPipeline`` with an ``LCMScheduler``: guidance is embedded, the batch is
+    not doubled. Any other model stays a ``StableDiffusionPipeline`` with its own scheduler. Both
+    take the same call arguments.
+    """
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
     if is_lcm(pipe):
         pipe = LatentConsistencyModelPipeline.from_pipe(pipe)
         if not isinstance(pipe.scheduler, LCMScheduler):

@@ -240,6 +240,13 @@ class TrainingData:
     skipped: Counter[str]
     encoders: FrozenEncoders | None
 
+    def skip_counts(self, corrupt_in_stream: int) -> dict[str, int]:
+        """Samples skipped per reason: those indexing dropped, plus the corrupt ones the training
+        stream passed over (``LoopResult.skipped_corrupt``)."""
+        skipped = Counter(self.skipped)
+        skipped["corrupt"] += corrupt_in_stream
+        return {reason: skipped[reason] for reason in SKIP_REASONS}
+
     @torch.no_grad()
     def latents_and_text(
         self, batch: dict[str, Any], gen: torch.Generator

@@ -21,7 +21,6 @@ steps). Everything else is shared with the other training stages: data and its c
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from edgefusion.arch.removal import VARIANTS
 from edgefusion.atomic import check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.config import DataConfig, LoopConfig
-from edgefusion.train.data import SKIP_REASONS, prepare_training_data
+from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA
 from edgefusion.train.features import capture_features
 from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
@@ -246,9 +245,7 @@ def distill(config: KDConfig) -> DistillReport:
     )
 
     # 8. The output: the pipeline with the trained (EMA) student as its U-Net.
-    skipped = Counter(data.skipped)
-    skipped["corrupt"] += result.skipped_corrupt
-    skipped_counts = {reason: skipped[reason] for reason in SKIP_REASONS}
+    skipped_counts = data.skip_counts(result.skipped_corrupt)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.module if ema is not None else student

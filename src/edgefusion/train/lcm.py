@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +39,7 @@ from torch import nn
 from edgefusion.atomic import check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.config import DataConfig, LoopConfig
-from edgefusion.train.data import SKIP_REASONS, prepare_training_data
+from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA
 from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
 from edgefusion.train.models import (
@@ -340,9 +339,7 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
     )
 
     # 6. The output: the pipeline with the trained student and an LCMScheduler of its schedule.
-    skipped = Counter(data.skipped)
-    skipped["corrupt"] += result.skipped_corrupt
-    skipped_counts = {reason: skipped[reason] for reason in SKIP_REASONS}
+    skipped_counts = data.skip_counts(result.skipped_corrupt)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         provenance = {

@@ -1,0 +1,272 @@
+"""ONNX export of a Stable Diffusion pipeline: text encoder, U-Net and VAE decoder.
+
+Folder layout (benchmarks and :func:`~edgefusion.export.runtime.load_onnx_pipeline` rely on it):
+
+- ``text_encoder/model.onnx``: ``input_ids`` (int64, batch x 77) -> ``last_hidden_state``
+- ``unet/model.onnx``: ``sample``, ``timestep`` (float, one per batch item),
+  ``encoder_hidden_states`` and, for LCM U-Nets, ``timestep_cond`` -> ``out_sample``
+- ``vae_decoder/model.onnx``: ``latent_sample`` -> ``sample`` (images in [-1, 1])
+- ``tokenizer/``, ``scheduler/``, and ``edgefusion_export.json`` (precision, dtypes, shapes).
+
+Batch and spatial axes are dynamic, except the U-Net's spatial axes when its attention is tiled
+(``unet/tiling.json``): tiles are planned for one resolution and traced as fixed slices.
+
+Precisions: ``fp32``; ``fp16`` (every component in half precision, for providers with fp16
+kernels; onnxruntime's CPU provider cannot load the traced fp16 CLIP text encoder, whose
+LayerNormalization mixes fp16 and fp32); ``w8a16``, the paper's deployment: U-Net weights as int8
+``DequantizeLinear`` (QDQ) nodes, per output channel, with the same int8 values and scales as
+:func:`edgefusion.quant.w8a16.quantize_weight`. In ``w8a16`` the activations, text encoder and VAE
+decoder stay fp32 in the graphs, so that onnxruntime's CPU provider runs them; an NPU toolchain
+picks its own 16-bit activation format from the QDQ weights and the calibrated ranges
+(``edgefusion quantize --calibrate``).
+
+We use the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): on torch 2.13 it
+exports diffusers' U-Net, CLIP and VAE reliably and needs no onnxscript; the dynamo exporter is
+the default there but adds a dependency and fails on some diffusers control flow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgefusion.arch.compression import PROVENANCE_FILE
+from edgefusion.atomic import atomic_output_dir, check_output_free
+from edgefusion.errors import EdgefusionError
+from edgefusion.toy.registry import resolve_model_path
+
+PRECISIONS = ("fp32", "fp16", "w8a16")
+OPSET = 17
+EXPORT_INFO = "edgefusion_export.json"
+_PROTOBUF_LIMIT = 2**31 - 1  # above it, ONNX tensors must go to an external data file
+
+
+class _TextEncoder(nn.Module):
+    def __init__(self, text_encoder: nn.Module):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids, return_dict=False)[0]
+
+
+class _UNet(nn.Module):
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None) -> torch.Tensor:
+        return self.unet(
+            sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False
+        )[0]
+
+
+class _VaeDecoder(nn.Module):
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+def export_pipeline(
+    src: str | Path,
+    out: str | Path,
+    precision: str = "fp32",
+    height: int | None = None,
+    width: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export pipeline ``src`` (a diffusers folder, ``toy:NAME``, or a tiled folder) to ``out``.
+
+    ``height``/``width`` (pixels) only set the example input the graphs are traced with (and the
+    fixed U-Net size of a tiled model); by default the U-Net config's ``sample_size``.
+    """
+    from edgefusion.pipeline.load import load_pipeline
+    from edgefusion.quant.io import is_quantized_folder
+    from edgefusion.quant.w8a16 import W8A16Config
+    from edgefusion.tiling.layers import TILING_FILE, read_tiling, tile_attention_
+
+    if precision not in PRECISIONS:
+        raise EdgefusionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    out = Path(out)
+    check_output_free(out, overwrite)
+    path = resolve_model_path(src)
+    if is_quantized_folder(path):
+        raise EdgefusionError(
+            f"{src} is a W8A16 torch folder; export its fp32 original with --precision w8a16 instead"
+        )
+    pipe = load_pipeline(path)
+    tiling = read_tiling(path)
+    if tiling:
+        tile_attention_(pipe.unet, tiling)
+        planned = json.loads((path / "unet" / TILING_FILE).read_text())["resolution"]
+        height, width = height or planned, width or planned
+    _check_exportable(pipe)
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    scale = pipe.vae_scale_factor
+    latent_h = (height or pipe.unet.config.sample_size * scale) // scale
+    latent_w = (width or pipe.unet.config.sample_size * scale) // scale
+    cond_dim = pipe.unet.config.time_cond_proj_dim
+    text_len = pipe.tokenizer.model_max_length
+    with atomic_output_dir(out, overwrite) as staging:
+        pipe.tokenizer.save_pretrained(staging / "tokenizer")
+        pipe.scheduler.save_pretrained(staging / "scheduler")
+        side_dtype = torch.float16 if precision == "fp16" else torch.float32
+        _export(
+            _TextEncoder(pipe.text_encoder.to(side_dtype)),
+            (torch.ones(1, text_len, dtype=torch.long),),
+            staging / "text_encoder" / "model.onnx",
+            ["input_ids"],
+            ["last_hidden_state"],
+            {"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}},
+        )
+        quant_config = W8A16Config() if precision == "w8a16" else None
+        export_unet(
+            pipe.unet.to(dtype),
+            staging / "unet" / "model.onnx",
+            (latent_h, latent_w),
+            text_len,
+            dynamic_spatial=not tiling,
+            quant_config=quant_config,
+        )
+        _export(
+            _VaeDecoder(pipe.vae.to(side_dtype)),
+            (torch.randn(1, pipe.vae.config.latent_channels, latent_h, latent_w, dtype=side_dtype),),
+            staging / "vae_decoder" / "model.onnx",
+            ["latent_sample"],
+            ["sample"],
+            {
+                "latent_sample": {0: "batch", 2: "height", 3: "width"},
+                "sample": {0: "batch", 2: "height", 3: "width"},
+            },
+        )
+        info = {
+            "format": "onnx",
+            "opset": OPSET,
+            "precision": precision,
+            "source": str(src),
+            "dtypes": {
+                "text_encoder": "float32" if side_dtype == torch.float32 else "float16",
+                "unet": "float16" if precision == "fp16" else "float32",
+                "vae_decoder": "float32" if side_dtype == torch.float32 else "float16",
+            },
+            "unet_weights": "int8 QDQ per output channel"
+            if quant_config
+            else str(dtype).removeprefix("torch."),
+            "quantization": quant_config.to_dict() if quant_config else None,
+            "vae_scale_factor": scale,
+            "vae_scaling_factor": pipe.vae.config.scaling_factor,
+            "latent_channels": pipe.vae.config.latent_channels,
+            "text_max_length": text_len,
+            "cross_attention_dim": pipe.unet.config.cross_attention_dim,
+            "time_cond_proj_dim": cond_dim,
+            "sample_size": [latent_h, latent_w],
+            "dynamic_spatial": not tiling,
+            "tiling": tiling,
+        }
+        (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        # The training provenance travels with the graphs (generate reads an LCM's guidance range).
+        if (path / "unet" / PROVENANCE_FILE).is_file():
+            shutil.copy2(path / "unet" / PROVENANCE_FILE, staging / "unet" / PROVENANCE_FILE)
+    return out
+
+
+def export_unet(
+    unet,
+    file: Path,
+    latent_size: tuple[int, int],
+    text_len: int = 77,
+    dynamic_spatial: bool = True,
+    quant_config=None,
+) -> None:
+    """Export one U-Net (in its current dtype) to ``file``; with a :class:`W8A16Config`, its
+    weights become int8 QDQ. Used alone for U-Net-only checks (full-size BK-SDM-Tiny)."""
+    dtype = unet.dtype
+    spatial = {2: "height", 3: "width"} if dynamic_spatial else {}
+    inputs = {
+        "sample": torch.randn(2, unet.config.in_channels, *latent_size, dtype=dtype),
+        "timestep": torch.full((2,), 500.0, dtype=dtype),
+        "encoder_hidden_states": torch.randn(2, text_len, unet.config.cross_attention_dim, dtype=dtype),
+    }
+    axes = {
+        "sample": {0: "batch", **spatial},
+        "timestep": {0: "batch"},
+        "encoder_hidden_states": {0: "batch", 1: "sequence"},
+        "out_sample": {0: "batch", **spatial},
+    }
+    if unet.config.time_cond_proj_dim is not None:
+        inputs["timestep_cond"] = torch.randn(2, unet.config.time_cond_proj_dim, dtype=dtype)
+        axes["timestep_cond"] = {0: "batch"}
+    _export(_UNet(unet), tuple(inputs.values()), file, list(inputs), ["out_sample"], axes)
+    if quant_config is not None:
+        from edgefusion.export.qdq import quantize_onnx_weights
+
+        quantize_onnx_weights(file, quant_config, prefix="unet.")  # _UNet holds it as .unet
+
+
+def _check_exportable(pipe) -> None:
+    """Refuse pipelines this exporter does not cover, with a clear message, before any work."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    config = pipe.unet.config
+    if not isinstance(pipe.unet, UNet2DConditionModel) or not isinstance(pipe.vae, AutoencoderKL):
+        raise EdgefusionError("only UNet2DConditionModel + AutoencoderKL pipelines can be exported")
+    unsupported = {
+        "addition_embed_type": config.addition_embed_type,
+        "class_embed_type": config.class_embed_type,
+        "encoder_hid_dim_type": config.encoder_hid_dim_type,
+    }
+    used = [name for name, value in unsupported.items() if value is not None]
+    if used:
+        raise EdgefusionError(
+            "the ONNX exporter handles SD-v1/v2-style U-Nets only; "
+            f"this one sets {', '.join(used)} (SDXL-like)"
+        )
+
+
+def _export(
+    model: nn.Module, args: tuple, file: Path, inputs: list[str], outputs: list[str], axes: dict
+) -> None:
+    """Trace ``model`` into ``file``; tensors go to ``model.onnx.data`` when over protobuf's 2 GB."""
+    import onnx
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            args,
+            str(file),
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    proto = onnx.load(str(file))
+    for stale in file.parent.iterdir():
+        if stale != file:
+            stale.unlink()  # per-tensor files of a large export; rewritten as one below
+    save_onnx(proto, file)
+
+
+def save_onnx(proto, file: Path) -> None:
+    """Save ``proto``, with its tensors in one ``model.onnx.data`` file when it exceeds 2 GB."""
+    import onnx
+
+    external = sum(len(t.raw_data) for t in proto.graph.initializer) > _PROTOBUF_LIMIT
+    onnx.save_model(
+        proto,
+        str(file),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=f"{file.name}.data",
+    )

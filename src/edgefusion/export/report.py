@@ -1,0 +1,38 @@
+"""How close an export's onnxruntime images are to the torch fp32 pipeline's, and how big it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgefusion.quant.quantize import ReportSettings, images_beside_original, psnr_db
+
+
+def component_bytes(export_dir: str | Path) -> dict[str, int]:
+    """Bytes on disk of each exported component (graph plus external data)."""
+    root = Path(export_dir)
+    return {
+        name: sum(f.stat().st_size for f in (root / name).iterdir())
+        for name in ("text_encoder", "unet", "vae_decoder")
+    }
+
+
+def export_report(src: str | Path, export_dir: str | Path, settings: ReportSettings | None = None) -> dict:
+    """PSNR of onnxruntime images against torch fp32 images of ``src`` (same prompts and seeds)."""
+    from edgefusion.export.runtime import load_onnx_pipeline
+
+    settings = settings or ReportSettings()
+    reference, images, prompts, steps, guidance = images_beside_original(
+        src, load_onnx_pipeline(export_dir), settings
+    )
+    return {
+        "psnr_db": psnr_db(images, reference),
+        "bytes": component_bytes(export_dir),
+        "settings": {
+            "prompts": len(prompts),
+            "seed": settings.seed,
+            "steps": steps,
+            "guidance": guidance,
+            "src": str(src),
+            "export": str(export_dir),
+        },
+    }

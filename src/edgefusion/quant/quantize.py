@@ -1,0 +1,184 @@
+"""The ``quantize`` stage: a pipeline folder in, a W8A16 pipeline folder out, and its report.
+
+The report compares the quantized pipeline with the fp32 original on the same prompts and seeds:
+U-Net bytes on disk, PSNR of the images and, for toy models, the change of every toy metric.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edgefusion.atomic import atomic_output_dir, check_output_free
+from edgefusion.errors import EdgefusionError
+from edgefusion.generate import sampling_defaults
+from edgefusion.quant.io import (
+    ACTIVATION_RANGES,
+    is_quantized_folder,
+    load_quantized_pipeline,
+    save_quantized_pipeline,
+)
+from edgefusion.quant.w8a16 import W8A16Config, quantize_
+from edgefusion.toy.registry import resolve_model_path
+
+TOY_PROMPTS = Path(__file__).parents[1] / "toy" / "eval_prompts.txt"
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Images compared by ``--report``: the first ``num_prompts`` toy eval prompts (or ``prompts``)."""
+
+    num_prompts: int = 200
+    steps: int | None = None  # None: the model kind's (25 steps, CFG 7.5; LCM: 2 steps)
+    guidance: float | None = None
+    seed: int = 0
+    batch_size: int = 50
+    prompts_file: Path | None = None
+
+    def prompts(self) -> list[str]:
+        path = self.prompts_file or TOY_PROMPTS
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+        if not lines:
+            raise EdgefusionError(f"{path} has no prompts")
+        return lines[: self.num_prompts]
+
+
+def quantize_pipeline(
+    src: str | Path,
+    out: str | Path,
+    config: W8A16Config | None = None,
+    overwrite: bool = False,
+    calibration_prompts: list[str] | None = None,
+    calibration_steps: int | None = None,
+    calibration_guidance: float | None = None,
+) -> Path:
+    """Quantize the U-Net of pipeline ``src`` to W8A16 (text encoder and VAE to fp16) into ``out``.
+
+    With ``calibration_prompts``, also records per-tensor activation ranges of every quantized
+    layer (``unet/activation_ranges.json``) from generating those prompts.
+    """
+    from edgefusion.pipeline.load import load_pipeline
+
+    config = config or W8A16Config()
+    out = Path(out)
+    check_output_free(out, overwrite)
+    path = resolve_model_path(src)
+    if is_quantized_folder(path):
+        raise EdgefusionError(f"{src} is already W8A16-quantized; quantize the fp32/fp16 original instead")
+    pipe = load_pipeline(path)
+    quantize_(pipe.unet, config)
+    steps, guidance = sampling_defaults(pipe, src, calibration_steps, calibration_guidance)
+    with atomic_output_dir(out, overwrite) as staging:
+        save_quantized_pipeline(pipe, staging, config)
+        if calibration_prompts:
+            from edgefusion.quant.calibration import calibrate_activations
+
+            ranges = calibrate_activations(
+                load_quantized_pipeline(staging), calibration_prompts, steps, guidance
+            )
+            (staging / "unet" / ACTIVATION_RANGES).write_text(json.dumps(ranges, indent=1) + "\n")
+    return out
+
+
+def unet_bytes(path: str | Path) -> tuple[int, int]:
+    """``(fp32 bytes, stored bytes)`` of a pipeline folder's U-Net weights: what an fp32
+    safetensors file of the same tensors would take, and what the folder's files take."""
+    from safetensors import safe_open
+
+    unet_dir = resolve_model_path(path) / "unet"
+    files = sorted(unet_dir.glob("*.safetensors"))
+    if not files:
+        raise EdgefusionError(f"{unet_dir} holds no .safetensors weights")
+    fp32 = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                if key.endswith("weight_scale"):
+                    continue
+                numel = handle.get_slice(key).get_shape()
+                fp32 += 4 * int(torch.tensor(numel).prod()) if numel else 4
+    return fp32, sum(f.stat().st_size for f in files)
+
+
+def is_toy_model(path: str | Path) -> bool:
+    """A toy-world pipeline: its tokenizer is the shipped toy one, so toy prompts and metrics apply."""
+    from transformers import CLIPTokenizer
+
+    from edgefusion.toy.tokenizer import load_toy_tokenizer
+
+    folder = resolve_model_path(path) / "tokenizer"
+    if not folder.is_dir():
+        return False
+    return CLIPTokenizer.from_pretrained(str(folder)).get_vocab() == load_toy_tokenizer().get_vocab()
+
+
+def psnr_db(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR of images in [0, 1] against a reference: 10 log10(1 / MSE), MSE over all pixels."""
+    mse = float(((images.float() - reference.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+def images_beside_original(
+    src: str | Path, candidate, settings: ReportSettings
+) -> tuple[torch.Tensor, torch.Tensor, list[str], int, float]:
+    """Images of the original pipeline ``src`` and of ``candidate`` (a pipeline made from it) on
+    the same prompts and seeds, at the settings' or the model kind's steps and guidance:
+    ``(reference, images, prompts, steps, guidance)``."""
+    from edgefusion.pipeline.load import load_pipeline
+    from edgefusion.pipeline.sampling import generate_tensors
+
+    prompts = settings.prompts()
+    seeds = [settings.seed + i for i in range(len(prompts))]
+    original = load_pipeline(src)
+    steps, guidance = sampling_defaults(original, src, settings.steps, settings.guidance)
+    run = dict(steps=steps, guidance=guidance, batch_size=settings.batch_size)
+    reference = generate_tensors(original, prompts, seeds, **run)
+    return reference, generate_tensors(candidate, prompts, seeds, **run), prompts, steps, guidance
+
+
+def quantization_report(
+    src: str | Path, quantized: str | Path, settings: ReportSettings | None = None
+) -> dict:
+    """Compare the quantized pipeline with the fp32 original on the same prompts and seeds."""
+    settings = settings or ReportSettings()
+    reference, images, prompts, steps, guidance = images_beside_original(
+        src, load_quantized_pipeline(quantized), settings
+    )
+    fp32_bytes, source_bytes = unet_bytes(src)
+    _, quantized_bytes = unet_bytes(quantized)
+    report = {
+        "unet_bytes_fp32": fp32_bytes,
+        "unet_bytes_source": source_bytes,
+        "unet_bytes_quantized": quantized_bytes,
+        "unet_size_ratio": quantized_bytes / fp32_bytes,
+        "psnr_db": psnr_db(images, reference),
+        "settings": {
+            "prompts": len(prompts),
+            "seed": settings.seed,
+            "steps": steps,
+            "guidance": guidance,
+            "src": str(src),
+            "quantized": str(quantized),
+        },
+    }
+    if is_toy_model(src):
+        from edgefusion.eval.toy import ToyEvaluator, score_images
+
+        evaluator = ToyEvaluator()
+        before, after = score_images(reference, prompts, evaluator), score_images(images, prompts, evaluator)
+        report["toy_fp32"], report["toy_w8a16"] = _headline(before), _headline(after)
+        report["toy_delta"] = {k: report["toy_w8a16"][k] - report["toy_fp32"][k] for k in report["toy_fp32"]}
+    return report
+
+
+def _headline(metrics: dict) -> dict[str, float]:
+    flat = {
+        "accuracy_all": metrics["accuracy_all"],
+        "clip_score": metrics["clip_score"],
+        "fid": metrics["fid"],
+    }
+    flat.update({f"accuracy_{name}": value for name, value in metrics["accuracy"].items()})
+    return flat
