@@ -49,7 +49,7 @@ def generate_command(
     prompt: list[str] | None = typer.Argument(None, help="Prompt(s); or give --prompts FILE."),
     model: str = typer.Option("toy:edgefusion", help="Diffusers SD folder, ONNX export or toy:NAME."),
     out: Path = typer.Option(Path("outputs/generate"), help="Folder for the PNGs and generations.jsonl."),
-    prompts: Path | None = typer.Option(None, help="Text file, one prompt per line."),
+    prompts: Path | None = typer.Option(None, help="Prompt file: text (one per line), CSV or JSONL."),
     steps: int | None = typer.Option(None, help="Sampling steps (default: 2 for LCM models, else 25)."),
     guidance: float | None = typer.Option(
         None, help="Guidance scale (default: LCM models their distillation range's middle, else 7.5)."
@@ -68,13 +68,12 @@ def generate_command(
     Re-running into the same --out resumes: finished images are kept. Example:
     edgefusion generate "a large red circle at the left on a blue background" --steps 2 --n 4
     """
+    from edgefusion.eval.prompts import read_prompts
     from edgefusion.generate import generate
 
     texts = list(prompt or [])
     if prompts is not None:
-        if not prompts.is_file():
-            raise EdgefusionError(f"prompt file {prompts} not found")
-        texts += [line.strip() for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += [row.text for row in read_prompts(prompts)]
     records = generate(
         texts,
         model,

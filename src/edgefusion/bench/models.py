@@ -45,7 +45,9 @@ class PipelineParts:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        from edgefusion.arch.counting import vae_scale_factor
+
+        return vae_scale_factor(self.vae.config)
 
 
 def unet_config(name: str) -> dict[str, Any]:

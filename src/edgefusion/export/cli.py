@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from edgefusion.quant.cli import ReportGuidance, ReportSteps
+
 console = Console()
 
 
@@ -27,16 +29,8 @@ def export_command(
         bool, typer.Option("--report", help="Print JSON: PSNR of onnxruntime vs torch fp32 images, sizes.")
     ] = False,
     prompts: Annotated[int, typer.Option("--prompts", help="Report on the first N toy eval prompts.")] = 20,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help="Sampling steps of the report's images (default: 2 for LCM models, else 25)."
-        ),
-    ] = None,
-    guidance: Annotated[
-        float | None,
-        typer.Option("--guidance", help="Guidance scale of the report (default: the model kind's)."),
-    ] = None,
+    steps: ReportSteps = None,
+    guidance: ReportGuidance = None,
 ) -> None:
     """Export text encoder, U-Net and VAE decoder to ONNX, for onnxruntime and NPU toolchains."""
     from edgefusion.errors import EdgefusionError

@@ -12,6 +12,17 @@ from rich.table import Table
 
 console = Console()
 
+# Report settings shared by `quantize --report` and `export --report`: None is the model kind's.
+ReportSteps = Annotated[
+    int | None,
+    typer.Option(
+        "--steps", help="Sampling steps of the report's images (default: 2 for LCM models, else 25)."
+    ),
+]
+ReportGuidance = Annotated[
+    float | None, typer.Option("--guidance", help="Guidance scale of the report (default: the model kind's).")
+]
+
 
 def quantize_command(
     src: Annotated[str, typer.Argument(help="Pipeline folder or shipped toy name (toy:bk-tiny-adv).")],
@@ -35,16 +46,8 @@ def quantize_command(
     prompts_file: Annotated[
         Path | None, typer.Option("--prompts-file", help="One prompt a line, instead of the toy ones.")
     ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help="Sampling steps of the report's images (default: 2 for LCM models, else 25)."
-        ),
-    ] = None,
-    guidance: Annotated[
-        float | None,
-        typer.Option("--guidance", help="Guidance scale of the report (default: the model kind's)."),
-    ] = None,
+    steps: ReportSteps = None,
+    guidance: ReportGuidance = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i uses seed + i.")] = 0,
     calibrate: Annotated[
         int, typer.Option("--calibrate", help="Record activation ranges over this many prompts (0: off).")

@@ -24,8 +24,6 @@ from edgefusion.quant.io import (
 from edgefusion.quant.w8a16 import W8A16Config, quantize_
 from edgefusion.toy.registry import resolve_model_path
 
-TOY_PROMPTS = Path(__file__).parents[1] / "toy" / "eval_prompts.txt"
-
 
 @dataclass(frozen=True)
 class ReportSettings:
@@ -39,11 +37,10 @@ class ReportSettings:
     prompts_file: Path | None = None
 
     def prompts(self) -> list[str]:
-        path = self.prompts_file or TOY_PROMPTS
-        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-        if not lines:
-            raise EdgefusionError(f"{path} has no prompts")
-        return lines[: self.num_prompts]
+        from edgefusion.eval.prompts import read_prompts
+        from edgefusion.toy.prompts import EVAL_PROMPTS_PATH
+
+        return [row.text for row in read_prompts(self.prompts_file or EVAL_PROMPTS_PATH, self.num_prompts)]
 
 
 def quantize_pipeline(

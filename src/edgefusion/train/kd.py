@@ -41,10 +41,9 @@ from edgefusion.train.losses import feature_kd_loss, output_kd_loss, task_loss
 from edgefusion.train.models import (
     check_conditioning,
     infer_variant,
-    is_pipeline,
     load_unet,
-    pipeline_folder,
     save_student_pipeline,
+    shared_pipeline,
 )
 
 CONFIG_NAME = "distill.yaml"
@@ -194,7 +193,9 @@ def distill(config: KDConfig) -> DistillReport:
     dtype = frozen_dtype(accelerator)
 
     # 2. The shared pipeline: text encoder, VAE, tokenizer, and SD's training noise schedule.
-    pipeline = pipeline_folder(_pipeline_spec(config))
+    pipeline = shared_pipeline(
+        config.pipeline, (config.student, config.student_from, config.teacher), config.teacher
+    )
     noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
 
     # 3. The teacher and the student. The student is cut before the teacher is cast to the
@@ -284,13 +285,6 @@ def distill(config: KDConfig) -> DistillReport:
         last_losses=result.last_losses,
         seconds=round(time.time() - t0, 1),
     )
-
-
-def _pipeline_spec(config: KDConfig) -> str:
-    if config.pipeline is not None:
-        return config.pipeline
-    candidates = [c for c in (config.student, config.student_from, config.teacher) if c is not None]
-    return next((c for c in candidates if is_pipeline(c)), config.teacher)
 
 
 def _student(config: KDConfig, teacher: nn.Module) -> nn.Module:

@@ -44,10 +44,9 @@ from edgefusion.train.ema import EMA
 from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
 from edgefusion.train.models import (
     check_conditioning,
-    is_pipeline,
     load_unet,
-    pipeline_folder,
     save_student_pipeline,
+    shared_pipeline,
 )
 
 CONFIG_NAME = "lcm.yaml"
@@ -293,7 +292,7 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
     dtype = frozen_dtype(accelerator)
 
     # 2. The shared pipeline and its training schedule (alphas for the noise, solver and targets).
-    pipeline = pipeline_folder(config.pipeline or _default_pipeline(config))
+    pipeline = shared_pipeline(config.pipeline, (config.student, config.teacher), config.student)
     noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
     solver = DDIMSolver(noise_scheduler.alphas_cumprod, config.num_ddim_steps)
 
@@ -391,10 +390,6 @@ def write_lcm_scheduler(folder: Path, schedule: Any) -> None:
     index["_class_name"] = "LatentConsistencyModelPipeline"
     index["scheduler"] = ["diffusers", "LCMScheduler"]
     index_file.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-
-
-def _default_pipeline(config: LCMConfig) -> str:
-    return next((c for c in (config.student, config.teacher) if is_pipeline(c)), config.student)
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,14 @@ def is_pipeline(spec: str) -> bool:
         return False
 
 
+def shared_pipeline(explicit: str | None, candidates: tuple[str | None, ...], fallback: str) -> Path:
+    """The folder a stage takes text encoder, VAE, tokenizer and schedule from: ``explicit`` when
+    set, else the first of ``candidates`` that is a pipeline folder, else ``fallback`` (whose error
+    then says that a pipeline is needed)."""
+    found = next((c for c in candidates if c is not None and is_pipeline(c)), fallback)
+    return pipeline_folder(explicit or found)
+
+
 def pipeline_folder(spec: str, role: str = "pipeline") -> Path:
     """The folder of the pipeline ``spec``, or an error saying that a pipeline is needed."""
     path = resolve_model_path(spec)
