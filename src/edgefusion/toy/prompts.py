@@ -1,4 +1,6 @@
-"""The fixed evaluation prompt set of the toy world (shipped as ``eval_prompts.txt``).
+"""The fixed prompt sets of the toy world: ``eval_prompts.txt`` (600, the reported numbers) and
+``val_prompts.txt`` (200, disjoint from it, for choosing checkpoints and settings, so that no
+choice is tuned on the set the results are reported on).
 
 Canonical phrasings only, so every prompt parses exactly; one fifth of the one-shape prompts and
 some two-shape prompts use colour-shape combinations held out of all training data.
@@ -13,6 +15,8 @@ from edgefusion.toy.captions import canonical_caption
 from edgefusion.toy.world import HELD_OUT_COMBOS, POSITIONS, SIZES, Scene, ShapeObject, sample_scene
 
 EVAL_PROMPTS_PATH = Path(__file__).parent / "eval_prompts.txt"
+VAL_PROMPTS_PATH = Path(__file__).parent / "val_prompts.txt"
+PROMPT_SETS = {"eval": EVAL_PROMPTS_PATH, "val": VAL_PROMPTS_PATH}
 
 
 def _held_out_single(rng: random.Random) -> Scene:
@@ -21,27 +25,35 @@ def _held_out_single(rng: random.Random) -> Scene:
     return Scene((ShapeObject(shape, color, rng.choice(SIZES), rng.choice(POSITIONS)),), background)
 
 
-def make_eval_prompts(n_single: int = 360, n_pair: int = 240, seed: int = 2024) -> list[str]:
-    """One-shape prompts (most with a position), then two-shape prompts."""
+def make_eval_prompts(
+    n_single: int = 360, n_pair: int = 240, seed: int = 2024, exclude: frozenset[str] = frozenset()
+) -> list[str]:
+    """One-shape prompts (most with a position), then two-shape prompts; none of ``exclude``."""
     rng = random.Random(seed)
     prompts: list[str] = []
     while len(prompts) < n_single:
         i = len(prompts)
         scene = _held_out_single(rng) if i % 5 == 0 else sample_scene(rng, p_two_objects=0.0)
         text = canonical_caption(scene, with_position=i % 4 != 3)
-        if text not in prompts:
+        if text not in prompts and text not in exclude:
             prompts.append(text)
     while len(prompts) < n_single + n_pair:
         scene = sample_scene(rng, p_two_objects=1.0, allow_held_out=True)
         if scene.has_held_out_combo() and rng.random() > 0.25:
             continue  # keep held-out pairs at a minority, as for one-shape prompts
         text = canonical_caption(scene)
-        if text not in prompts:
+        if text not in prompts and text not in exclude:
             prompts.append(text)
     return prompts
 
 
+def make_val_prompts() -> list[str]:
+    """The validation set: the eval set's recipe at a third of its size, another seed, disjoint."""
+    return make_eval_prompts(120, 80, seed=7, exclude=frozenset(make_eval_prompts()))
+
+
 def load_prompts(path: str | Path = EVAL_PROMPTS_PATH) -> list[str]:
-    """Prompts of a text file, one per line (blank lines and ``#`` comments skipped)."""
-    lines = Path(path).read_text().splitlines()
+    """Prompts of a text file, one per line (blank lines and ``#`` comments skipped); ``eval`` and
+    ``val`` name the shipped sets."""
+    lines = Path(PROMPT_SETS.get(str(path), path)).read_text().splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]

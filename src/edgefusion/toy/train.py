@@ -20,9 +20,12 @@ import copy
 import csv
 import json
 import math
+import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edgefusion.atomic import atomic_output_dir
+from edgefusion.errors import EdgefusionError
 from edgefusion.toy.attributes import IGNORE, batch_labels, score_predictions
 from edgefusion.toy.models import (
     AttributeClassifier,
@@ -47,6 +51,7 @@ from edgefusion.train.checkpoint import load_checkpoint, save_checkpoint
 
 # Stream seeds: one per stage, so no stage trains on another's samples by accident.
 _CLASSIFIER_STREAM, _CLASSIFIER_TEST_STREAM, _CLIP_STREAM, _VAE_STREAM, _CACHE_STREAM = 11, 12, 13, 14, 15
+_CPU = torch.device("cpu")
 
 
 @dataclass
@@ -132,12 +137,15 @@ def run_steps(
     ema: nn.Module | None = None,
     ema_decay: float = 0.999,
     desc: str = "train",
-) -> None:
+    deadline: float | None = None,
+) -> int:
     """The shared loop: resume, step, clip gradients, update EMA, log losses, checkpoint.
 
     ``loss_fn(step)`` must draw its batch and noise from ``step`` alone, which is what makes a
     resumed run identical to an uninterrupted one. ``modules['model']`` is the trained module;
-    an EMA copy, when given, is checkpointed beside it.
+    an EMA copy, when given, is checkpointed beside it. At ``deadline`` (a ``time.time()``
+    value) the loop checkpoints and stops early, so a run on a lent machine ends on time with
+    its work saved. Returns the number of steps done.
     """
     saved = dict(modules, **({"ema": ema} if ema is not None else {}))
     base_lrs = [g["lr"] for g in optimizer.param_groups]  # before the checkpoint overwrites them
@@ -148,6 +156,9 @@ def run_steps(
     _truncate_log(log_path, start)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, mininterval=10)
     t0 = time.time()
+    model_params = list(modules["model"].parameters())
+    ema_params = list(ema.parameters()) if ema is not None else []
+    done = start
     for step in bar:
         for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
             g["lr"] = lr * lr_lambda(step)
@@ -159,14 +170,18 @@ def run_steps(
         if ema is not None:
             decay = min(ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
-                for e, p in zip(ema.parameters(), modules["model"].parameters(), strict=True):
-                    e.lerp_(p, 1 - decay)
+                torch._foreach_lerp_(ema_params, model_params, 1 - decay)
         row = {"step": step + 1, **{k: v.item() for k, v in losses.items()}, "grad_norm": float(grad_norm)}
         row["seconds"] = round(time.time() - t0, 2)
         _log_row(log_path, row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            save_checkpoint(run_dir, step + 1, saved, optimizer)
+        done = step + 1
+        out_of_time = deadline is not None and time.time() >= deadline
+        if done % checkpoint_every == 0 or done == steps or out_of_time:
+            save_checkpoint(run_dir, done, saved, optimizer)
+        if out_of_time:
+            break
+    return done
 
 
 def _augment_like_decoder(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -373,29 +388,53 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], chunk: int = 512
             truncation=True,
             return_tensors="pt",
         ).input_ids
-        out.append(text_encoder(ids)[0])
+        out.append(text_encoder(ids.to(text_encoder.device))[0])
     return torch.cat(out)
 
 
+def _render_chunk(args: tuple[int, int, int, int]) -> tuple[torch.Tensor, list[str]]:
+    """Images and captions of one chunk of a stream (a top-level function: worker processes)."""
+    seed, start, n, image_size = args
+    batch = scene_batch(seed, start, n, image_size)
+    return batch.images, batch.captions
+
+
 def build_cache(
-    cfg: ToyTrainConfig, cache_path: Path, vae, tokenizer, text_encoder
+    cfg: ToyTrainConfig,
+    cache_path: Path,
+    vae,
+    tokenizer,
+    text_encoder,
+    device: torch.device = _CPU,
+    workers: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Stage 4: scaled VAE latents (posterior means) and text embeddings of the teacher's data."""
+    """Stage 4: scaled VAE latents (posterior means) and text embeddings of the teacher's data.
+
+    ``workers`` > 0 renders in that many processes (rendering, not encoding, is the slow part on a
+    GPU machine); the encoders run on ``device``. The cache itself is stored on the CPU.
+    """
     if cache_path.exists():
         return load_file(str(cache_path))
     latents, embeds = [], []
     chunk = 500
-    for start in tqdm(range(0, cfg.cache_samples, chunk), desc="cache", mininterval=10):
-        n = min(chunk, cfg.cache_samples - start)
-        batch = scene_batch(_CACHE_STREAM + cfg.seed, start, n, cfg.sizes.image_size)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            mean = vae.encode(batch.images).latent_dist.mean.float()
-        latents.append(mean * vae.config.scaling_factor)
-        embeds.append(encode_prompts(tokenizer, text_encoder, batch.captions).half())
+    jobs = [
+        (_CACHE_STREAM + cfg.seed, start, min(chunk, cfg.cache_samples - start), cfg.sizes.image_size)
+        for start in range(0, cfg.cache_samples, chunk)
+    ]
+    # Spawned, not forked: a child forked after torch started its OpenMP threads can hang.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
+    rendered = pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
+    for images, captions in tqdm(rendered, total=len(jobs), desc="cache", mininterval=10):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            mean = vae.encode(images.to(device)).latent_dist.mean.float()
+        latents.append((mean * vae.config.scaling_factor).cpu())
+        embeds.append(encode_prompts(tokenizer, text_encoder, captions).half().cpu())
+    if pool:
+        pool.shutdown()
     cache = {
         "latents": torch.cat(latents).contiguous(),
         "text_embeds": torch.cat(embeds).contiguous(),
-        "uncond_embeds": encode_prompts(tokenizer, text_encoder, [""]).half().contiguous(),
+        "uncond_embeds": encode_prompts(tokenizer, text_encoder, [""]).half().cpu().contiguous(),
     }
     tmp = cache_path.with_suffix(".tmp")
     save_file(cache, str(tmp))
@@ -442,30 +481,51 @@ def denoising_loss(
     min_snr_gamma: float,
 ) -> dict[str, torch.Tensor]:
     """SD's epsilon-prediction loss with Min-SNR weights; dropped captions teach the unconditional
-    branch that classifier-free guidance needs."""
-    bsz = x0.shape[0]
-    drop = torch.rand(bsz, generator=gen) < caption_dropout
+    branch that classifier-free guidance needs.
+
+    Randomness comes from the CPU generator ``gen`` whatever the device, so a run's draws depend
+    on its seed alone; on CUDA the U-Net runs under bf16 autocast, the loss in float32.
+    """
+    bsz, device = x0.shape[0], x0.device
+    drop = (torch.rand(bsz, generator=gen) < caption_dropout).to(device)
     cond = torch.where(drop[:, None, None], uncond, cond)
-    noise = torch.randn(x0.shape, generator=gen)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=gen)
-    pred = unet(scheduler.add_noise(x0, noise, t), t, cond).sample
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    t_cpu = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=gen)
+    t = t_cpu.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        pred = unet(scheduler.add_noise(x0, noise, t), t, cond).sample.float()
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(x0, noise, t)
     else:
         target = noise
     per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
     weights = (
-        min_snr_weights(scheduler, t, min_snr_gamma) if min_snr_gamma > 0 else torch.ones_like(per_sample)
+        min_snr_weights(scheduler, t_cpu, min_snr_gamma).to(device)
+        if min_snr_gamma > 0
+        else torch.ones_like(per_sample)
     )
     weighted = (per_sample * weights).mean()
     return {"loss": weighted, "mse": per_sample.mean()}
 
 
-def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.Tensor]):
-    """Stage 5: the teacher U-Net on cached latents; returns its EMA weights."""
+def train_teacher(
+    cfg: ToyTrainConfig,
+    stage_dir: Path,
+    cache: dict[str, torch.Tensor],
+    device: torch.device = _CPU,
+    deadline: float | None = None,
+):
+    """Stage 5: the teacher U-Net on cached latents; returns its EMA weights (on the CPU).
+
+    ``deadline`` bounds both phases, each getting the share of the time left that its planned
+    steps have: a cut run still ends with the zero-terminal-SNR phase its scheduler expects (an
+    epsilon U-Net under the v-prediction scheduler samples garbage). ``stage_dir/steps.json``
+    records the steps done in each phase: the ``unet_steps``/``zero_snr_steps`` that reproduce it.
+    """
     torch.manual_seed(cfg.seed)
+    cache = {k: v.to(device) for k, v in cache.items()}
     latent_size = cache["latents"].shape[-1]
-    unet = build_unet(cfg.sizes, latent_size)
+    unet = build_unet(cfg.sizes, latent_size).to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=1e-2)
     scheduler = sd_noise_scheduler()
@@ -475,7 +535,7 @@ def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.T
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         unet.train()
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
-        idx = torch.randint(0, n, (bsz,), generator=gen)
+        idx = torch.randint(0, n, (bsz,), generator=gen).to(device)
         return denoising_loss(
             unet,
             scheduler,
@@ -487,18 +547,27 @@ def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.T
             cfg.min_snr_gamma,
         )
 
-    run_steps(
+    eps_deadline = None
+    if deadline is not None:
+        now = time.time()
+        eps_deadline = now + max(0.0, deadline - now) * cfg.unet_steps / (cfg.unet_steps + cfg.zero_snr_steps)
+    # A phase cut by its deadline stays that long when the run is resumed.
+    eps_marker = stage_dir / "eps_steps.json"
+    eps_steps = json.loads(eps_marker.read_text())["unet_steps"] if eps_marker.exists() else cfg.unet_steps
+    eps_done = run_steps(
         stage_dir / "run",
         {"model": unet},
         opt,
-        cfg.unet_steps,
+        eps_steps,
         loss_fn,
         cfg.checkpoint_every,
         lr_lambda=lambda s: _warmup_constant(s, cfg.unet_warmup),
         ema=ema,
         ema_decay=cfg.ema_decay,
         desc="teacher",
+        deadline=eps_deadline,
     )
+    _write_json(eps_marker, {"unet_steps": eps_done})
     # Phase 2: fine-tune the EMA weights to a zero-terminal-SNR schedule with v-prediction, as Lin
     # et al. fine-tuned SD-2.1 (see sd_noise_scheduler); Min-SNR weighting is off (it would give
     # the pure-noise step zero weight).
@@ -509,7 +578,7 @@ def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.T
     def zero_snr_loss_fn(step: int) -> dict[str, torch.Tensor]:
         unet.train()
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + cfg.unet_steps + step)
-        idx = torch.randint(0, n, (bsz,), generator=gen)
+        idx = torch.randint(0, n, (bsz,), generator=gen).to(device)
         return denoising_loss(
             unet,
             zero_snr,
@@ -521,7 +590,7 @@ def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.T
             min_snr_gamma=0.0,
         )
 
-    run_steps(
+    done = run_steps(
         stage_dir / "zero_snr",
         {"model": unet},
         opt,
@@ -532,8 +601,55 @@ def train_teacher(cfg: ToyTrainConfig, stage_dir: Path, cache: dict[str, torch.T
         ema=ema,
         ema_decay=cfg.ema_decay,
         desc="teacher-zero-snr",
+        deadline=deadline,
     )
-    return ema.eval()
+    _write_json(stage_dir / "steps.json", {"unet_steps": eps_done, "zero_snr_steps": done})
+    if done < min(cfg.zero_snr_steps, 100):
+        raise EdgefusionError(
+            f"the zero-terminal-SNR phase got {done} steps before the deadline, too few for the U-Net "
+            "to match its v-prediction scheduler: run again with more time (it resumes)"
+        )
+    return ema.eval().cpu()
+
+
+def retrain_teacher(
+    cfg: ToyTrainConfig,
+    work_dir: Path,
+    out_dir: Path,
+    encoders: Path,
+    device: torch.device = _CPU,
+    workers: int = 0,
+    deadline: float | None = None,
+) -> dict:
+    """Stages 4-5 only: cache and teacher on the frozen tokenizer, text encoder and VAE of an
+    existing toy pipeline folder (``encoders``, e.g. the shipped teacher), so a bigger teacher run
+    (on a GPU) keeps every encoder, and so every latent cache and evaluator, unchanged.
+
+    Writes ``out_dir/teacher``: a copy of ``encoders`` with the new U-Net (fp16, as shipped).
+    """
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(work_dir / "config.json", {**asdict(cfg), "encoders": str(encoders)})
+    t_start = time.time()
+    tokenizer = load_toy_tokenizer()
+    text_encoder = CLIPTextModel.from_pretrained(encoders / "text_encoder", torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(encoders / "vae", torch_dtype=torch.float32)
+    text_encoder, vae = text_encoder.to(device).eval(), vae.to(device).eval()
+    cache = build_cache(cfg, work_dir / "cache.safetensors", vae, tokenizer, text_encoder, device, workers)
+    timings = {"cache": round(time.time() - t_start, 1)}
+    t = time.time()
+    (work_dir / "teacher").mkdir(exist_ok=True)
+    unet = train_teacher(cfg, work_dir / "teacher", cache, device, deadline)
+    timings["teacher"] = round(time.time() - t, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output_dir(out_dir / "teacher", overwrite=True) as tmp:
+        shutil.copytree(encoders, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("unet"))
+        unet.to(torch.float16).save_pretrained(str(tmp / "unet"))
+    timings["total"] = round(time.time() - t_start, 1)
+    _write_json(work_dir / "timings.json", timings)
+    return timings
 
 
 def _write_json(path: Path, obj) -> None:
