@@ -61,6 +61,11 @@ def write_pipeline(folder: Path, unet: UNet2DConditionModel) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    return save_micro_pipeline(folder, unet, text_encoder, tokenizer, IMAGE_SIZE)
+
+
+def save_micro_pipeline(folder: Path, unet, text_encoder, tokenizer, image_size: int) -> Path:
+    """Save ``unet``, ``text_encoder`` and ``tokenizer`` with a micro f=2 VAE and SD's PNDM."""
     vae = AutoencoderKL(
         block_out_channels=(8, 16),
         down_block_types=("DownEncoderBlock2D",) * 2,
@@ -68,7 +73,7 @@ def write_pipeline(folder: Path, unet: UNet2DConditionModel) -> Path:
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
-        sample_size=IMAGE_SIZE,
+        sample_size=image_size,
     )
     pipeline = StableDiffusionPipeline(
         vae=vae,

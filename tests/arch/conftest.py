@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
+from micro_models import random_unet, save_micro_pipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 MICRO_TEXT_WIDTH = 32
@@ -38,16 +39,6 @@ def micro_unet_config(widths: tuple[int, ...] = (32, 64, 64, 64), v2: bool = Fal
     }
 
 
-def random_unet(config: dict[str, Any], seed: int = 0) -> UNet2DConditionModel:
-    """A U-Net whose every tensor is random and distinct, so copies can be told apart."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_config(config)
-    with torch.no_grad():
-        for parameter in unet.parameters():
-            parameter.normal_(0.0, 0.05)
-    return unet.eval()
-
-
 def write_micro_pipeline(folder: Path, unet: UNet2DConditionModel) -> Path:
     """Save a StableDiffusionPipeline of micro components (tokenizer from a 4-token vocabulary)."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}
@@ -70,27 +61,7 @@ def write_micro_pipeline(folder: Path, unet: UNet2DConditionModel) -> Path:
             pad_token_id=1,
         )
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=16,
-    )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(folder)
-    return folder
+    return save_micro_pipeline(folder, unet, text_encoder, tokenizer, image_size=16)
 
 
 @pytest.fixture
