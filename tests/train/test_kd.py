@@ -107,6 +107,17 @@ def test_a_run_folder_refuses_a_different_config(kd_config) -> None:
         distill(kd_config("train.steps=3", "loss.feature_weight=0", "overwrite=true"))
 
 
+def test_a_cosine_run_logs_its_schedule_and_keeps_its_length_on_resume(kd_config) -> None:
+    report = distill(kd_config("train.steps=4", "train.lr_schedule=cosine", "train.ema_decay=null"))
+    lrs = [float(row["lr"]) for row in _rows(report.run_dir)]
+    assert lrs == pytest.approx([1e-3, 1e-3 * 0.8535534, 1e-3 * 0.5, 1e-3 * 0.1464466])
+    # A longer cosine would have taken other rates at the steps already done.
+    with pytest.raises(EdgefusionError, match="train.steps differ"):
+        distill(
+            kd_config("train.steps=6", "train.lr_schedule=cosine", "train.ema_decay=null", "overwrite=true")
+        )
+
+
 def test_student_cut_from_another_model_distills_from_a_new_teacher(micro, tmp_path, kd_config) -> None:
     """BK-SDM-Adv: the student is a compress output of one model, the teacher another U-Net."""
     compress_path(

@@ -23,6 +23,7 @@ from edgefusion.errors import EdgefusionError
 C = TypeVar("C")
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
+LRSchedule = Literal["constant", "cosine"]
 
 
 @dataclasses.dataclass
@@ -62,6 +63,7 @@ class LoopConfig:
     gradient_accumulation: int = 1
     learning_rate: float = 5e-5
     lr_warmup_steps: int = 0
+    lr_schedule: LRSchedule = "constant"
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8

@@ -16,6 +16,7 @@ reproduces the uninterrupted run: batches and noise depend on the step alone (se
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -93,6 +94,9 @@ def open_run(run_dir: Path, config: Any, write: bool, may_change: Sequence[str] 
     if saved_file.is_file() and latest_checkpoint(run_dir / CHECKPOINTS_DIR) is not None:
         saved = _flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
         current = _flatten(config_to_dict(config))
+        if current.get("train.lr_schedule") == "cosine":
+            # The cosine spans the run's steps: a new length changes the steps already taken.
+            may_change = [key for key in may_change if key != "train.steps"]
         changed = sorted(
             key
             for key in saved.keys() | current.keys()
@@ -107,9 +111,17 @@ def open_run(run_dir: Path, config: Any, write: bool, may_change: Sequence[str] 
         save_config(config, saved_file)
 
 
-def warmup_constant(step: int, warmup_steps: int) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup_steps`` steps, then constant (BK-SDM)."""
-    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+def lr_factor(step: int, cfg: LoopConfig) -> float:
+    """Learning-rate factor of 0-based optimizer step ``step``: linear warm-up over
+    ``cfg.lr_warmup_steps`` steps, then constant (BK-SDM) or a half cosine that reaches zero at the
+    end of the run (``cfg.lr_schedule``). It depends on the step alone, so a resumed run continues it."""
+    if step < cfg.lr_warmup_steps:
+        return (step + 1) / cfg.lr_warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    decay_steps = cfg.steps - cfg.lr_warmup_steps
+    progress = (step - cfg.lr_warmup_steps) / decay_steps
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: LoopConfig) -> torch.optim.Optimizer:
@@ -176,7 +188,7 @@ def train(
     t0 = time.time()
     row: dict[str, float] = {}
     for step in range(start + 1, cfg.steps + 1):
-        lr = cfg.learning_rate * warmup_constant(step - 1, cfg.lr_warmup_steps)
+        lr = cfg.learning_rate * lr_factor(step - 1, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         sums: dict[str, torch.Tensor] = {}
