@@ -132,7 +132,10 @@ def main() -> None:
     tokenizer = load_toy_tokenizer(folder / "tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32).eval()
     train_prompts, train_scenes = captioned_scenes(args.train, seed=1000 + args.seed)
-    train_states = token_states(text_encoder, tokenizer, train_prompts)
+    train_states, train_labels = (
+        token_states(text_encoder, tokenizer, train_prompts),
+        batch_labels(train_scenes),
+    )
     test_prompts, test_scenes = captioned_scenes(2000, seed=2000 + args.seed)
     eval_prompts = load_prompts("eval")
     eval_scenes = [parse(p) for p in eval_prompts]
@@ -145,7 +148,7 @@ def main() -> None:
     }
     print(f"probe: {args.train} training captions, {args.steps} steps, seed {args.seed}")
     for kind in ("last hidden state", "input embeddings"):
-        probe = train_probe(train_states[kind], batch_labels(train_scenes), args.steps, args.seed)
+        probe = train_probe(train_states[kind], train_labels, args.steps, args.seed)
         for name, (states, labels) in sets.items():
             print(f"{kind:18s} | {name:26s} | {probe_accuracy(probe, states[kind], labels)}")
 

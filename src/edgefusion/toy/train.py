@@ -48,6 +48,7 @@ from edgefusion.toy.models import (
 from edgefusion.toy.samples import scene_batch
 from edgefusion.toy.tokenizer import load_toy_tokenizer
 from edgefusion.train.checkpoint import load_checkpoint, save_checkpoint
+from edgefusion.train.data import encode_text
 
 # Stream seeds: one per stage, so no stage trains on another's samples by accident.
 _CLASSIFIER_STREAM, _CLASSIFIER_TEST_STREAM, _CLIP_STREAM, _VAE_STREAM, _CACHE_STREAM = 11, 12, 13, 14, 15
@@ -377,21 +378,6 @@ def train_vae(cfg: ToyTrainConfig, stage_dir: Path, classifier: AttributeClassif
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], chunk: int = 512) -> torch.Tensor:
-    """Token states as the SD pipeline computes them: padded to 77, last hidden state."""
-    out = []
-    for i in range(0, len(prompts), chunk):
-        ids = tokenizer(
-            prompts[i : i + chunk],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        out.append(text_encoder(ids.to(text_encoder.device))[0])
-    return torch.cat(out)
-
-
 def _render_chunk(args: tuple[int, int, int, int]) -> tuple[torch.Tensor, list[str]]:
     """Images and captions of one chunk of a stream (a top-level function: worker processes)."""
     seed, start, n, image_size = args
@@ -428,13 +414,13 @@ def build_cache(
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             mean = vae.encode(images.to(device)).latent_dist.mean.float()
         latents.append((mean * vae.config.scaling_factor).cpu())
-        embeds.append(encode_prompts(tokenizer, text_encoder, captions).half().cpu())
+        embeds.append(encode_text(tokenizer, text_encoder, captions).half().cpu())
     if pool:
         pool.shutdown()
     cache = {
         "latents": torch.cat(latents).contiguous(),
         "text_embeds": torch.cat(embeds).contiguous(),
-        "uncond_embeds": encode_prompts(tokenizer, text_encoder, [""]).half().cpu().contiguous(),
+        "uncond_embeds": encode_text(tokenizer, text_encoder, [""]).half().cpu().contiguous(),
     }
     tmp = cache_path.with_suffix(".tmp")
     save_file(cache, str(tmp))
