@@ -1,44 +1,52 @@
-"""Seconds per training step of the toy teacher U-Net on this CPU, by attention and precision.
+"""Seconds per training step of toy teacher U-Net designs on this CPU, side by side in one process.
 
     python scripts/bench-toy-teacher-step.py [--batch 32] [--steps 6] [--compile]
 
-Answers whether a longer teacher run fits on the 2-core development machine (docs/RESULTS.md,
-section 2): one zero-terminal-SNR step (forward, backward, AdamW) of the shipped architecture on
-random latents and text embeddings, timed after two warm-up steps, for each setting side by side
-in one process; then the share of one step's CPU time each of the top operators takes, from
-torch's profiler. ``--compile`` adds a ``torch.compile`` row (its first step compiles, minutes).
+One step is what ``edgefusion train`` does per batch (the denoising loss on the zero-terminal-SNR
+v-prediction schedule, backward, fused AdamW) on random latents and text embeddings, timed after
+two warm-up steps. The designs: v1 (the first shipped teacher: 8 heads per stage, so heads 4-16
+wide) and v2 (1/2/4/4 heads, every head 32 wide; configs/toy/teacher-unet.json), in fp32 and bf16
+autocast, and v2 with channels_last memory. Then the share of one v2 step's CPU time per top
+operator, from torch's profiler. ``--compile`` adds a ``torch.compile`` row (compiles for minutes).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import time
 
 import torch
-from diffusers.models.attention_processor import AttnProcessor
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from diffusers import DDPMScheduler
 from torch.profiler import profile
 
 from edgefusion.toy.models import ToyModelSizes, build_unet
-from edgefusion.toy.train import denoising_loss, sd_noise_scheduler
+from edgefusion.train.denoise import denoising_loss
 
 WARMUP = 2
+DESIGNS = {"v1 (8 heads)": 8, "v2 (1/2/4/4 heads)": (1, 2, 4, 4)}
 
 
-def make_step(unet, batch: int, bf16: bool, attention: SDPBackend | None):
-    """One optimizer step on fixed random inputs, under the given precision and SDPA backend."""
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    scheduler = sd_noise_scheduler(zero_terminal_snr=True)
+def make_step(unet, batch: int, bf16: bool, channels_last: bool = False):
+    """One optimizer step on fixed random inputs, under the given precision and memory format."""
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=True)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+    )
     x0 = torch.randn(batch, 4, 16, 16)
+    if channels_last:
+        x0 = x0.to(memory_format=torch.channels_last)
     cond = torch.randn(batch, 77, unet.config.cross_attention_dim)
 
     def step(i: int) -> None:
-        backend = sdpa_kernel(attention) if attention is not None else contextlib.nullcontext()
-        with backend, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = denoising_loss(
-                unet, scheduler, x0, cond, cond[:1], torch.Generator().manual_seed(i), 0.1, 0.0
-            )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = denoising_loss(unet, scheduler, x0, cond, torch.Generator().manual_seed(i))
         opt.zero_grad(set_to_none=True)
         loss["loss"].backward()
         opt.step()
@@ -55,6 +63,11 @@ def seconds_per_step(step, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def fresh_unet(heads):
+    torch.manual_seed(0)
+    return build_unet(dataclasses.replace(ToyModelSizes(), unet_head_dim=heads), 16)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -63,32 +76,23 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
 
-    def fresh_unet():
-        torch.manual_seed(0)
-        return build_unet(ToyModelSizes(), 16)
-
-    settings = {
-        "fp32, SDPA default (flash)": (fresh_unet(), False, None),
-        "bf16 autocast, SDPA default": (fresh_unet(), True, None),
-        "fp32, SDPA math backend": (fresh_unet(), False, SDPBackend.MATH),
-    }
-    classic = fresh_unet()
-    classic.set_attn_processor(AttnProcessor())
-    settings["fp32, diffusers AttnProcessor (no SDPA)"] = (classic, False, None)
+    steps = {}
+    for name, heads in DESIGNS.items():
+        steps[f"{name}, fp32"] = make_step(fresh_unet(heads), args.batch, False)
+        steps[f"{name}, bf16 autocast"] = make_step(fresh_unet(heads), args.batch, True)
+    v2 = DESIGNS["v2 (1/2/4/4 heads)"]
+    steps["v2, fp32, channels_last"] = make_step(fresh_unet(v2), args.batch, False, channels_last=True)
     if args.compile:
-        settings["fp32, torch.compile"] = (torch.compile(fresh_unet()), False, None)
-    steps = {
-        name: make_step(unet, args.batch, bf16, attention)
-        for name, (unet, bf16, attention) in settings.items()
-    }
+        steps["v2, fp32, torch.compile"] = make_step(torch.compile(fresh_unet(v2)), args.batch, False)
     for name, step in steps.items():
-        print(f"{name:42s} {seconds_per_step(step, args.steps):.3f} s/step")
+        seconds = seconds_per_step(step, args.steps)
+        print(f"{name:40s} {seconds:.3f} s/step  {args.batch / seconds:6.1f} samples/s")
 
-    with profile() as prof:  # the first setting, already warmed up
-        next(iter(steps.values()))(99)
+    with profile() as prof:  # v2 in fp32, already warmed up
+        steps["v2 (1/2/4/4 heads), fp32"](99)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print("share of one fp32 step's CPU time, top operators:")
+    print("share of one v2 fp32 step's CPU time, top operators:")
     for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:6]:
         print(f"  {e.self_cpu_time_total / total:6.1%}  {e.key}")
 

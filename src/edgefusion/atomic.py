@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import check_output_apart, resolved
 
 
-def check_output_free(out: Path, overwrite: bool) -> None:
-    """Refuse an existing ``out`` unless ``overwrite``; call before any long work."""
-    if out.exists() and not overwrite:
+def check_output_free(out: Path, overwrite: bool, sources: Iterable[str | Path | None] = ()) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and an ``out`` that is, holds or lies in one
+    of the command's ``sources``; call before any long work. ``out`` is resolved first, so
+    ``a/nodir/../b`` is checked as the ``a/b`` it will become."""
+    if check_output_apart(out, sources).exists() and not overwrite:
         raise EdgefusionError(f"{out} already exists: choose another output folder or pass --overwrite")
 
 
@@ -25,7 +28,7 @@ def check_output_free(out: Path, overwrite: bool) -> None:
 def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``out``; it becomes ``out`` only if the block ends
     without error (replacing an old ``out`` when ``overwrite``), and is deleted otherwise."""
-    out = Path(out)
+    out = resolved(out)
     check_output_free(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")

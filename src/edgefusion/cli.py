@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 _state = {"debug": False}
+_INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 @app.callback()
@@ -34,7 +35,7 @@ def demo_command(
     out: Path = typer.Option(Path("outputs/demo"), help="Folder for the PNGs and contact sheet."),
     model: str = typer.Option("toy:edgefusion", help="Pipeline folder or shipped toy name."),
     steps: int | None = typer.Option(None, help="Sampling steps (default: 2 for LCM models, else 25)."),
-    guidance: float | None = typer.Option(None, help="Guidance scale (default: the model kind's)."),
+    guidance: float | None = typer.Option(None, help="Guidance scale (default: the one the model records)."),
     seed: int = typer.Option(0, help="Image i uses seed + i."),
 ) -> None:
     """Generate a few shapes-world images with a shipped toy model (no download) and a contact sheet."""
@@ -52,7 +53,7 @@ def generate_command(
     prompts: Path | None = typer.Option(None, help="Prompt file: text (one per line), CSV or JSONL."),
     steps: int | None = typer.Option(None, help="Sampling steps (default: 2 for LCM models, else 25)."),
     guidance: float | None = typer.Option(
-        None, help="Guidance scale (default: LCM models their distillation range's middle, else 7.5)."
+        None, help="Guidance scale (default: the one the model records, else 7.5)."
     ),
     seed: int = typer.Option(0, help="Image k uses seed + k."),
     n: int = typer.Option(1, help="Images per prompt."),
@@ -121,27 +122,30 @@ def _register_subcommands() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning user errors into one clear line."""
+    """Console-script entry point: run the app, turning user errors into one clear line.
+
+    Exit codes: 0 done, 1 a user error (one line, ``--debug`` for the traceback), 2 a usage error
+    (typer's usage message), 130 interrupted (Ctrl-C; the stages resume when run again)."""
     _register_subcommands()
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer returns the exit code of an interrupted or exited command.
+        code = app(standalone_mode=False)
     except EdgefusionError as err:
         if _state["debug"]:
             raise
         console.print(f"[bold red]error:[/] {err}")
         sys.exit(1)
-    except Exception as err:  # click's own usage errors and aborts
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort | KeyboardInterrupt):
-            console.print("aborted")
-            sys.exit(130)
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        raise
+    except (typer.Abort, KeyboardInterrupt):
+        code = _INTERRUPTED
+    except typer.Exit as err:
+        code = err.exit_code
+    except typer.TyperException as err:  # usage errors: typer's own message and exit code (2)
+        err.show()
+        code = err.exit_code
+    if code == _INTERRUPTED:
+        console.print("interrupted: run the same command again to resume (finished work is kept)")
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ from tqdm import tqdm
 from edgefusion.errors import EdgefusionError
 
 LOG_FILE = "generations.jsonl"
-#: Defaults when a caller gives none: SD's 25 steps with CFG 7.5; EdgeFusion's 2 steps.
+#: Steps when a caller gives none: SD's 25; EdgeFusion's 2.
 DEFAULT_STEPS = {"lcm": 2, "other": 25}
-DEFAULT_GUIDANCE = 7.5
 _BACKENDS = ("torch", "onnxruntime")
 # The settings that must agree for a PNG already in ``out`` to count as this run's image.
 _IDENTITY = ("prompt", "seed", "steps", "guidance", "model", "scheduler", "size", "backend")
@@ -55,19 +54,15 @@ def load_generation_pipeline(model: str | Path, backend: str = "torch", schedule
 
 
 def default_guidance(pipe: Any, model: str | Path) -> float:
-    """CFG 7.5 (SD's) for ordinary models; for an LCM model, the middle of the guidance range it was
-    distilled over (from the provenance ``edgefusion lcm`` writes), else diffusers' LCM default 8.5."""
-    from edgefusion.arch.compression import PROVENANCE_FILE
+    """The guidance scale the model records for sampling (see :mod:`edgefusion.provenance`), else
+    the model kind's: CFG 7.5 (SD's), or diffusers' LCM default 8.5."""
+    from edgefusion.provenance import DEFAULT_GUIDANCE, recorded_guidance
     from edgefusion.toy.registry import resolve_model_path
 
-    if not pipeline_is_lcm(pipe):
-        return DEFAULT_GUIDANCE
-    provenance = resolve_model_path(model) / "unet" / PROVENANCE_FILE
-    if provenance.is_file():
-        w_range = json.loads(provenance.read_text(encoding="utf-8")).get("w_range")
-        if w_range:
-            return 1.0 + (w_range[0] + w_range[1]) / 2
-    return 8.5
+    recorded = recorded_guidance(resolve_model_path(model))
+    if recorded is not None:
+        return recorded
+    return 8.5 if pipeline_is_lcm(pipe) else DEFAULT_GUIDANCE
 
 
 def sampling_defaults(
@@ -97,7 +92,8 @@ def generate(
 ) -> list[dict[str, Any]]:
     """Generate ``n`` images per prompt into ``out`` (``{k:05d}.png``); return one record per image.
 
-    ``steps`` and ``guidance`` default to the model kind's (LCM: 2 steps; else 25 steps, CFG 7.5).
+    ``steps`` default to the model kind's (LCM: 2; else 25), ``guidance`` to the scale the model
+    records (:mod:`edgefusion.provenance`), else 7.5.
     ``size`` is the image side in pixels (default: the model's). ``pipe`` reuses a loaded pipeline
     of ``model``. Raises :class:`EdgefusionError` for an empty prompt, a size that is not a
     multiple of 8, ``steps < 1`` or ``n < 1``, an unknown model or backend; a prompt longer than

@@ -11,10 +11,10 @@ from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 from safetensors.torch import load_file, save_file
 
 from edgefusion.arch import compress, compress_path, resolve_source
-from edgefusion.arch.compression import PROVENANCE_FILE
 from edgefusion.arch.configs import builtin_config
 from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
+from edgefusion.provenance import PROVENANCE_FILE
 
 
 def test_unet_folder_round_trips_through_plain_diffusers(tmp_path, micro_config, make_unet) -> None:

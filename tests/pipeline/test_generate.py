@@ -72,6 +72,19 @@ def test_sd_models_sample_with_classifier_free_guidance(sd_model, tmp_path) -> N
     assert records[0]["steps"] == 3 and records[0]["size"] == 16
 
 
+def test_the_guidance_a_model_records_is_the_default(sd_model, tmp_path) -> None:
+    import shutil
+
+    from edgefusion.provenance import PROVENANCE_FILE
+
+    recorded = shutil.copytree(sd_model, tmp_path / "model")
+    (recorded / "unet" / PROVENANCE_FILE).write_text(json.dumps({"stage": "train", "guidance_scale": 2.0}))
+    records = generate(PROMPTS[:1], recorded, out=tmp_path / "a", steps=1, progress=False)
+    assert records[0]["guidance"] == 2.0
+    records = generate(PROMPTS[:1], recorded, out=tmp_path / "b", steps=1, guidance=4.0, progress=False)
+    assert records[0]["guidance"] == 4.0  # an explicit scale wins
+
+
 def test_same_seed_same_image_whatever_the_batch(lcm_model, tmp_path) -> None:
     generate(PROMPTS, lcm_model, out=tmp_path / "one", n=2, steps=2, batch_size=1, progress=False)
     generate(PROMPTS, lcm_model, out=tmp_path / "all", n=2, steps=2, batch_size=6, progress=False)

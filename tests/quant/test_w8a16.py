@@ -1,6 +1,7 @@
 """W8A16 quantization: the int8 grid, the in-place transform, save/load, calibration, the CLI."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -79,6 +80,21 @@ def test_saved_pipeline_loads_back_and_is_small(micro_pipeline, tmp_path):
     generic = load_pipeline(out)
     with torch.no_grad():
         assert torch.equal(generic.unet(*_unet_inputs()).sample, loaded.unet(*_unet_inputs()).sample)
+
+
+def test_plain_diffusers_names_the_loader_of_a_quantized_folder(micro_pipeline, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from edgefusion.provenance import PROVENANCE_FILE
+
+    source = tmp_path / "src"
+    shutil.copytree(micro_pipeline, source)
+    (source / "unet" / PROVENANCE_FILE).write_text(json.dumps({"stage": "lcm", "guidance_scale": 3.5}))
+    out = quantize_pipeline(source, tmp_path / "q", W8A16Config(activation_dtype="float32"))
+    with pytest.raises(EdgefusionError, match="edgefusion.pipeline.load.load_pipeline"):
+        StableDiffusionPipeline.from_pretrained(out)
+    # The recorded guidance travels with the quantized folder.
+    assert json.loads((out / "unet" / PROVENANCE_FILE).read_text())["guidance_scale"] == 3.5
 
 
 def test_calibration_records_a_range_per_quantized_layer(micro_pipeline, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -94,6 +95,23 @@ def test_image_to_tensor_center_crops_to_a_square_in_minus_one_one() -> None:
     assert torch.equal(pixels, torch.ones_like(pixels))
 
 
+def test_file_names_leading_out_of_the_folder_are_skipped_never_read(
+    toy_images: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "data"
+    shutil.copytree(toy_images, folder)
+    secret = tmp_path / "secret.png"
+    shutil.copy(next(folder.glob("*.png")), secret)
+    (folder / "link.png").symlink_to(secret)
+    hostile = [str(secret), "../secret.png", "sub/../../secret.png", "link.png", None]
+    with (folder / "metadata.jsonl").open("a") as f:
+        for name in hostile:
+            f.write(json.dumps({"file_name": name, "text": "a stolen file"}) + "\n")
+    refs, skipped = index_samples(folder)
+    assert len(refs) == 12 and all(Path(ref.file).parent == folder.resolve() for ref in refs)
+    assert skipped == {"outside": 4, "corrupt": 1}
+
+
 def test_latent_cache_holds_the_encodings_and_the_skip_counts(
     flawed_folder: Path, teacher_pipeline: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -103,7 +121,7 @@ def test_latent_cache_holds_the_encodings_and_the_skip_counts(
     )
     data = prepare_training_data(cfg, teacher_pipeline, accelerator, torch.float32)
     assert data.encoders is None and len(data.dataset) == 9
-    assert data.skipped == {"missing": 1, "no_caption": 1, "corrupt": 2}
+    assert data.skip_counts(0) == {"missing": 1, "no_caption": 1, "corrupt": 2, "outside": 0}
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert [shard["n"] for shard in manifest["shards"]] == [3, 3, 3]
 

@@ -41,7 +41,7 @@ def test_distill_writes_a_pipeline_that_plain_diffusers_loads_and_runs(
     report = distill(config)
 
     assert report.variant == "tiny" and report.steps == 4
-    assert report.skipped == {"missing": 1, "corrupt": 2, "no_caption": 1}
+    assert report.skipped == {"missing": 1, "corrupt": 2, "no_caption": 1, "outside": 0}
     pipe = StableDiffusionPipeline.from_pretrained(report.out, safety_checker=None)
     assert list(pipe.unet.config.block_out_channels) == [32, 64, 64]  # the BK-Tiny student
     image = pipe("a red circle", num_inference_steps=2, height=16, width=16, output_type="np").images

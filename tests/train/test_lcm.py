@@ -186,7 +186,7 @@ def test_lcm_writes_a_model_that_plain_diffusers_loads_both_ways(lcm_config, mic
     """EdgeFusion's setting: a BK-Tiny student cut from one model, the large model as teacher."""
     compress_path(micro.write_pipeline(tmp_path / "large", micro.unet(seed=1)), "tiny", tmp_path / "tiny")
     report = lcm_distill(lcm_config(f"student={tmp_path / 'tiny'}", f"teacher={tmp_path / 'large'}"))
-    assert report.steps == 4 and report.skipped == {"missing": 0, "corrupt": 0, "no_caption": 0}
+    assert report.steps == 4 and report.skipped == {"missing": 0, "corrupt": 0, "no_caption": 0, "outside": 0}
 
     lcm_pipe = LatentConsistencyModelPipeline.from_pretrained(report.out, safety_checker=None)
     assert isinstance(lcm_pipe.scheduler, LCMScheduler)

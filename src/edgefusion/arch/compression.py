@@ -25,9 +25,7 @@ from edgefusion.arch.removal import RemovalPlan, check_variant, plan_removal
 from edgefusion.arch.sources import SourceKind, load_teacher_unet, resolve_source
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
-
-#: Written next to the student's config.json: how the folder was made.
-PROVENANCE_FILE = "edgefusion.json"
+from edgefusion.provenance import PROVENANCE_FILE
 
 
 @dataclass(frozen=True)
@@ -102,8 +100,8 @@ def compress_path(
     """
     check_variant(variant)
     out = Path(out)
-    check_output_free(out, overwrite)
     source = resolve_source(src, unet_config)
+    check_output_free(out, overwrite, [source.path] if source.kind != "builtin" else [])
     plan_removal(source.unet_config, variant)  # reject a wrong layout before loading any weights
     teacher = load_teacher_unet(source)
     student = compress(teacher if teacher is not None else source.unet_config, variant, seed)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from edgefusion.data.config import import_object, require
-from edgefusion.data.dataset import Item, iter_rows, read_stats
+from edgefusion.data.dataset import Item, iter_rows
 from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
-from edgefusion.data.runner import Outcome, RunOptions, run_dataset_stage, stage_done
+from edgefusion.data.runner import Outcome, RunOptions, finished_output, run_dataset_stage
 from edgefusion.data.select import Decision, SelectStage
 from edgefusion.errors import EdgefusionError
 
@@ -271,8 +271,9 @@ def curate_run(
     """Queue, pre-filter and apply in one go (the pipeline's ``curate``): human decisions already
     in the queue are applied, undecided samples follow ``config.pending``."""
     options = options or RunOptions()
-    if stage_done(Path(out)) and not options.overwrite:
-        return read_stats(out)
+    finished = finished_output("curate", config, str(Path(source).resolve()), Path(out), options)
+    if finished is not None:
+        return finished
     started = time.perf_counter()
     build_queue(source, out, config, options)
     scoring = {"prepare_seconds": round(time.perf_counter() - started, 3)}  # the scoring pass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import member_path
 
 METADATA_FILE = "metadata.jsonl"
 REJECTS_FILE = "rejects.jsonl"
@@ -93,7 +94,10 @@ def _item_from_line(folder: Path, number: int, line: str) -> Item:
         return Item(id=f"line-{number:08d}", error=f"metadata line {number} has no file_name")
     file_name = row.pop("file_name")
     item_id = safe_id(str(row.pop("id", None) or Path(file_name).stem))
-    item = Item(id=item_id, row=row, path=str(folder / file_name))
+    path, unsafe = member_path(folder, file_name)
+    if unsafe:
+        return Item(id=item_id, row=row, error=unsafe)
+    item = Item(id=item_id, row=row, path=str(path))
     text = row.get("text")
     if isinstance(text, str) and has_bad_utf8(text):
         item.error = "caption is not valid UTF-8"

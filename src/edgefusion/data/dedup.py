@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from edgefusion.data.config import require
-from edgefusion.data.dataset import Item, iter_rows, read_stats
+from edgefusion.data.dataset import Item, iter_rows
 from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
-from edgefusion.data.runner import Outcome, RunOptions, run_dataset_stage, stage_done
+from edgefusion.data.runner import Outcome, RunOptions, finished_output, run_dataset_stage
 from edgefusion.data.select import Decision, SelectStage
 
 
@@ -195,8 +195,9 @@ def dedup(
     config = config or DedupConfig()
     options = options or RunOptions()
     out = Path(out)
-    if stage_done(out) and not options.overwrite:
-        return read_stats(out)
+    finished = finished_output("dedup", config, str(Path(source).resolve()), out, options)
+    if finished is not None:
+        return finished
     hashes_dir = out.with_name(f".{out.name}.hashes")
     hashed = run_dataset_stage(HashStage(config), source, hashes_dir, options)
     decisions = duplicate_decisions(iter_rows(hashes_dir), config)

@@ -33,6 +33,7 @@ from edgefusion.data.dataset import (
     read_stats,
 )
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import check_output_apart
 
 ENGINES = ("local", "ray")
 _PROGRESS = ".progress"
@@ -224,6 +225,31 @@ def _check_resumable(staging: Path, fingerprint: dict[str, Any]) -> None:
     marker.write_text(json.dumps(fingerprint, indent=2), encoding="utf-8")
 
 
+def finished_output(
+    name: str, config: Any, source: str | None, out: Path, options: RunOptions
+) -> dict[str, Any] | None:
+    """The checks before a stage writes ``out``, done before any of its work: ``out`` must stay
+    apart from the input. A finished ``out`` made by this stage, config and input is kept (its
+    stats are returned: re-running skips it) unless ``overwrite``; one made by another stage,
+    config or input, or a folder that is no finished output, is an error. None: go ahead."""
+    out = check_output_apart(out, [source])
+    if stage_done(out) and not options.overwrite:
+        stats = read_stats(out)
+        made_by = {"stage": name, "config": config_to_dict(config), "input": source}
+        changed = [key for key, value in made_by.items() if stats.get(key) != value]
+        if changed:
+            raise EdgefusionError(
+                f"{out} holds a finished run with another {' and '.join(changed)}: choose another --out, "
+                "or pass --overwrite to redo it"
+            )
+        return stats
+    if out.exists() and not options.overwrite:
+        raise EdgefusionError(
+            f"{out} exists but is not a finished stage output: choose another --out or --overwrite"
+        )
+    return None
+
+
 def stage_done(out: Path) -> bool:
     """A stage output is complete once its ``stats.json`` exists (it is written last)."""
     return (Path(out) / STATS_FILE).is_file()
@@ -246,19 +272,16 @@ def run_stage(
     """
     options = options or RunOptions()
     out = Path(out)
-    if stage_done(out) and not options.overwrite:
-        return read_stats(out)
-    if out.exists() and not options.overwrite:
-        raise EdgefusionError(
-            f"{out} exists but is not a finished stage output: choose another --out or --overwrite"
-        )
-    staging = _staging_dir(out)
+    finished = finished_output(stage.name, stage.config, source, out, options)
+    if finished is not None:
+        return finished
     fingerprint = {
         "stage": stage.name,
         "config": config_to_dict(stage.config),
         "input": source,
         "chunk_size": options.chunk_size,  # progress files are numbered by chunk
     }
+    staging = _staging_dir(out)
     if options.overwrite and staging.exists():
         shutil.rmtree(staging)
     _check_resumable(staging, fingerprint)

@@ -16,6 +16,7 @@ from typing import Any
 
 from edgefusion.data.dataset import IMAGE_EXTENSIONS, METADATA_FILE, Item, has_bad_utf8, read_dataset, safe_id
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import member_path
 
 FORMATS = ("auto", "imagefolder", "csv", "parquet", "webdataset")
 CAPTION_KEYS = ("txt", "text", "caption")
@@ -68,7 +69,8 @@ def read_imagefolder(folder: Path) -> Iterator[Item]:
         yield from read_dataset(folder)
         return
     for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-        item = Item(id=safe_id(image.stem), row={"source": image.name}, path=str(image))
+        path, unsafe = member_path(folder, image.name)
+        item = Item(id=safe_id(image.stem), row={"source": image.name}, path=path and str(path), error=unsafe)
         sidecar = image.with_suffix(".txt")
         if sidecar.exists():
             _set_caption(item, sidecar.read_bytes(), sidecar.name)

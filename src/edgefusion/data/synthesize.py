@@ -48,7 +48,7 @@ class SynthConfig:
     llm_instruction: str = "Rewrite as one detailed image-generation prompt, nothing else: {prompt}"
     generator: str = RENDERER
     steps: int = 25
-    guidance: float = 7.5
+    guidance: float | None = None  # None: the generator's recorded guidance (else 7.5)
     size: int = 64
     batch_size: int = 16
 
@@ -103,10 +103,13 @@ def generate_with_pipeline(
     prompts: list[str], seeds: list[int], config: SynthConfig
 ) -> list[tuple[Any, None]]:
     """Images of a diffusers text-to-image pipeline, one seeded generator per image."""
+    from edgefusion.generate import sampling_defaults
     from edgefusion.pipeline.sampling import generate_tensors
     from edgefusion.toy.samples import tensor_to_images
 
-    images = generate_tensors(_pipeline(config.generator), prompts, seeds, config.steps, config.guidance)
+    pipe = _pipeline(config.generator)
+    _, guidance = sampling_defaults(pipe, config.generator, config.steps, config.guidance)
+    images = generate_tensors(pipe, prompts, seeds, config.steps, guidance)
     return [(image, None) for image in tensor_to_images(images * 2 - 1)]
 
 

@@ -39,7 +39,7 @@ def eval_command(
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 25; LCM models 2).")] = None,
     guidance: Annotated[
-        float | None, typer.Option(help="Guidance scale (default: 7.5; LCM: its own).")
+        float | None, typer.Option(help="Guidance scale (default: the one the model records, else 7.5).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Image k uses seed + k.")] = 0,
     n: Annotated[int, typer.Option(help="Images per prompt.")] = 1,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import member_path
 
 #: Columns (or JSON keys) read as the prompt, in order of preference.
 TEXT_FIELDS = ("text", "caption", "prompt")
@@ -59,8 +60,9 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[PromptRow]:
 
 def image_names(rows: list[PromptRow], n: int, folder: Path | None = None) -> list[str]:
     """File name of each image: ``{k:05d}.png`` for image ``k = prompt_index * n + j``, or the rows'
-    ``file_name`` when ``folder`` (an existing image folder) holds images named that way."""
-    named = n == 1 and all(r.file_name for r in rows)
+    ``file_name`` when ``folder`` (an existing image folder) holds images named that way and every
+    name stays inside it (a prompt file cannot name ``../x.png``)."""
+    named = n == 1 and all(r.file_name and member_path(folder or ".", r.file_name)[0] for r in rows)
     if named and folder is not None and (folder / rows[0].file_name).exists():
         return [r.file_name for r in rows]
     return [f"{k:05d}.png" for k in range(len(rows) * n)]

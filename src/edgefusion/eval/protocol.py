@@ -40,7 +40,7 @@ class EvalConfig:
     out: Path
     model: str | None = None
     images: Path | None = None
-    steps: int | None = None  # None: the model kind's (25 with CFG 7.5; LCM: 2 steps)
+    steps: int | None = None  # None: the model kind's (25; LCM: 2 steps)
     guidance: float | None = None
     seed: int = 0
     n: int = 1

@@ -156,7 +156,8 @@ def evaluate_toy_model(
     """Generate one image per prompt (seed ``seed + i``) and score it with :func:`score_images`.
 
     Generation goes through the pipeline ``edgefusion generate`` uses, with its defaults: an LCM
-    model samples with its own scheduler and embedded guidance (2 steps), others 25 steps, CFG 7.5.
+    model samples with its own scheduler and embedded guidance (2 steps), others 25 steps; the
+    guidance is the one the model records (else 7.5).
     """
     from edgefusion.generate import load_generation_pipeline, sampling_defaults
     from edgefusion.pipeline.sampling import generate_tensors

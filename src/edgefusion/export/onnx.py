@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgefusion.arch.compression import PROVENANCE_FILE
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
+from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.toy.registry import resolve_model_path
 
 PRECISIONS = ("fp32", "fp16", "w8a16")
@@ -96,8 +96,8 @@ def export_pipeline(
     if precision not in PRECISIONS:
         raise EdgefusionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)
-    check_output_free(out, overwrite)
     path = resolve_model_path(src)
+    check_output_free(out, overwrite, [path])
     if is_quantized_folder(path):
         raise EdgefusionError(
             f"{src} is a W8A16 torch folder; export its fp32 original with --precision w8a16 instead"

@@ -20,7 +20,8 @@ ReportSteps = Annotated[
     ),
 ]
 ReportGuidance = Annotated[
-    float | None, typer.Option("--guidance", help="Guidance scale of the report (default: the model kind's).")
+    float | None,
+    typer.Option("--guidance", help="Guidance scale of the report (default: the one the model records)."),
 ]
 
 

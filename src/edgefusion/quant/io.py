@@ -4,7 +4,10 @@ The folder is a diffusers pipeline folder whose text encoder and VAE are stored 
 ``save_pretrained``), and whose ``unet/`` holds ``config.json``, ``quantization.json`` (the
 :class:`W8A16Config`) and ``quantized.safetensors``: int8 weights, float32 per-channel scales
 and 16-bit everything else. Plain diffusers cannot run int8 layers, so the U-Net loads through
-:func:`load_quantized_pipeline`, which rebuilds the layer structure from the config first.
+:func:`load_quantized_pipeline`, which rebuilds the layer structure from the config first. The
+folder's ``model_index.json`` names :class:`W8A16UNet2DConditionModel` as its U-Net class, so
+plain diffusers, asked to load the folder, stops with an error that names that loader (or, where
+edgefusion is not installed, says the folder needs it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import ModelMixin, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
 from edgefusion.errors import EdgefusionError
@@ -21,6 +25,23 @@ from edgefusion.quant.w8a16 import W8A16Config, quantize_
 QUANT_CONFIG = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
 ACTIVATION_RANGES = "activation_ranges.json"
+#: diffusers looks up the base classes of a component's class in the module ``model_index.json``
+#: names; this module is that one for W8A16 U-Nets.
+__all__ = ["ModelMixin", "W8A16UNet2DConditionModel"]
+
+
+class W8A16UNet2DConditionModel(UNet2DConditionModel):
+    """A ``UNet2DConditionModel`` whose Conv2d and Linear layers :func:`quantize_` made int8: the
+    class a W8A16 folder names for its U-Net. It computes as its parent; only loading differs."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Refuse, naming the loader that can: diffusers cannot build int8 layers from a folder."""
+        raise EdgefusionError(
+            f"{pretrained_model_name_or_path} is a W8A16 U-Net written by `edgefusion quantize`: plain "
+            "diffusers cannot build its int8 layers; load the pipeline with "
+            "edgefusion.pipeline.load.load_pipeline(folder), or use `edgefusion generate --model folder`"
+        )
 
 
 def is_quantized_folder(path: str | Path) -> bool:
@@ -39,6 +60,9 @@ def save_quantized_pipeline(pipe, out: Path, config: W8A16Config) -> None:
     state = {k: v.contiguous() for k, v in unet.state_dict().items()}
     save_file(state, str(unet_dir / QUANT_WEIGHTS), metadata={"format": "pt", "quantization": "w8a16"})
     (unet_dir / QUANT_CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    index = json.loads((out / "model_index.json").read_text())
+    index["unet"] = [__name__, W8A16UNet2DConditionModel.__name__]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def read_quant_config(path: str | Path) -> W8A16Config:
@@ -47,11 +71,9 @@ def read_quant_config(path: str | Path) -> W8A16Config:
 
 def load_quantized_unet(path: str | Path):
     """The W8A16 U-Net of a quantized pipeline folder, ready to run in its activation dtype."""
-    from diffusers import UNet2DConditionModel
-
     unet_dir = Path(path) / "unet"
     config = read_quant_config(path)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(unet_dir)))
+    unet = W8A16UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(unet_dir)))
     quantize_(unet, config)  # builds the int8 layer structure; the real tensors are loaded next
     state = load_file(str(unet_dir / QUANT_WEIGHTS))
     missing, unexpected = unet.load_state_dict(state, strict=False)

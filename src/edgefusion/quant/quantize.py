@@ -7,6 +7,7 @@ U-Net bytes on disk, PSNR of the images and, for toy models, the change of every
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.generate import sampling_defaults
+from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.quant.io import (
     ACTIVATION_RANGES,
     is_quantized_folder,
@@ -30,7 +32,7 @@ class ReportSettings:
     """Images compared by ``--report``: the first ``num_prompts`` toy eval prompts (or ``prompts``)."""
 
     num_prompts: int = 200
-    steps: int | None = None  # None: the model kind's (25 steps, CFG 7.5; LCM: 2 steps)
+    steps: int | None = None  # None: the model kind's (25 steps; LCM: 2) and recorded guidance
     guidance: float | None = None
     seed: int = 0
     batch_size: int = 50
@@ -61,8 +63,8 @@ def quantize_pipeline(
 
     config = config or W8A16Config()
     out = Path(out)
-    check_output_free(out, overwrite)
     path = resolve_model_path(src)
+    check_output_free(out, overwrite, [path])
     if is_quantized_folder(path):
         raise EdgefusionError(f"{src} is already W8A16-quantized; quantize the fp32/fp16 original instead")
     pipe = load_pipeline(path)
@@ -70,6 +72,9 @@ def quantize_pipeline(
     steps, guidance = sampling_defaults(pipe, src, calibration_steps, calibration_guidance)
     with atomic_output_dir(out, overwrite) as staging:
         save_quantized_pipeline(pipe, staging, config)
+        # The training provenance (and with it the guidance to sample with) travels along.
+        if (path / "unet" / PROVENANCE_FILE).is_file():
+            shutil.copy2(path / "unet" / PROVENANCE_FILE, staging / "unet" / PROVENANCE_FILE)
         if calibration_prompts:
             from edgefusion.quant.calibration import calibrate_activations
 

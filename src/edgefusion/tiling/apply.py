@@ -31,8 +31,8 @@ def tile_pipeline(
     """Copy pipeline ``src`` to ``out`` with a tile count for each attention layer of its U-Net,
     planned for ``sram_bytes`` of SRAM at ``resolution`` px (``batch`` 2: CFG's doubled batch)."""
     out = Path(out)
-    check_output_free(out, overwrite)
     path = resolve_model_path(src)
+    check_output_free(out, overwrite, [path])
     config_file = path / "unet" / "config.json"
     if not config_file.exists():
         raise EdgefusionError(f"{path} is not a pipeline folder with a U-Net (no unet/config.json)")

@@ -36,34 +36,17 @@ def train_command(
     config: Annotated[
         Path | None, typer.Option(help="JSON/YAML with ToyTrainConfig fields to override.")
     ] = None,
-    encoders: Annotated[
-        str | None,
-        typer.Option(
-            help="Retrain only the teacher U-Net, on the frozen text encoder and VAE of this toy "
-            "pipeline (folder or toy:NAME); writes OUT/teacher."
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu, or cuda (with --encoders).")] = "cpu",
-    workers: Annotated[int, typer.Option(help="Processes that render the cache (with --encoders).")] = 0,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(help="With --encoders: stop the teacher this many minutes after the start, saved."),
-    ] = None,
 ) -> None:
     """Train the toy world from scratch: classifier, toy CLIP, VAE, teacher U-Net (resumable).
 
-    With the defaults this reproduces the shipped weights (docs/RESULTS.md has the wall time).
-    --encoders retrains only the teacher U-Net, keeping an existing pipeline's encoders: the GPU
-    path (scripts/toy-v2-gpu.sh).
+    The classifier, toy CLIP and VAE defaults reproduce the shipped ones; the teacher stage runs
+    `edgefusion train` on them. To retrain only the teacher on the shipped encoders, run
+    `edgefusion train --config configs/toy/teacher.yaml` (docs/results/teacher.md).
     """
-    import time
-
-    import torch
     import yaml
 
     from edgefusion.errors import EdgefusionError
-    from edgefusion.toy.registry import resolve_model_path
-    from edgefusion.toy.train import ToyTrainConfig, retrain_teacher, train_toy_world
+    from edgefusion.toy.train import ToyTrainConfig, train_toy_world
 
     overrides = {}
     if config is not None:
@@ -74,16 +57,7 @@ def train_command(
         cfg = ToyTrainConfig.from_dict(overrides)
     except TypeError as err:
         raise EdgefusionError(f"bad toy training config {config}: {err}") from err
-    if encoders is None:
-        if device != "cpu" or max_minutes is not None or workers:
-            raise EdgefusionError("--device, --workers and --max-minutes apply to --encoders runs only")
-        timings = train_toy_world(cfg, work, out)
-    else:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise EdgefusionError(f"--device {device}: CUDA is not available on this machine")
-        deadline = time.time() + 60 * max_minutes if max_minutes is not None else None
-        folder = resolve_model_path(encoders)
-        timings = retrain_teacher(cfg, work, out, folder, torch.device(device), workers, deadline)
+    timings = train_toy_world(cfg, work, out)
     console.print(f"[green]trained[/] -> {out} ({timings['total']:.0f} s)")
 
 
@@ -103,7 +77,7 @@ def eval_command(
         int | None, typer.Option(help="Sampling steps (default: 2 for LCM models, else 25).")
     ] = None,
     guidance: Annotated[
-        float | None, typer.Option(help="Guidance scale (default: LCM models their own, else 7.5).")
+        float | None, typer.Option(help="Guidance scale (default: the one the model records, else 7.5).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Image i uses seed + i.")] = 0,
     scheduler: Annotated[

@@ -32,7 +32,9 @@ class ToyModelSizes:
     vae_widths: tuple[int, ...] = (32, 64, 64)
     vae_norm_groups: int = 16
     unet_widths: tuple[int, ...] = (32, 64, 128, 128)
-    unet_head_dim: int = 8
+    # diffusers' ``attention_head_dim`` is the number of heads per stage: 1/2/4/4 makes every head
+    # 32 wide, twice as fast per training step on CPU kernels as v1's 8 heads of 4-16.
+    unet_head_dim: int | tuple[int, ...] = (1, 2, 4, 4)
     unet_norm_groups: int = 32
     image_size: int = IMAGE_SIZE
 

@@ -3,7 +3,7 @@
 Web image-text pairs (LAION) come with duplicates, small upscaled images, subjects off-centre on
 non-square canvases, captions that are alt-text noise or partly wrong, and heavy JPEG compression.
 The paper's gains come from curating these away, so this module makes them on purpose and labels
-each one in the sample, which lets a curation run be scored exactly (issue 6).
+each one in the sample, which lets a curation run be scored exactly.
 
 Every sample is a pure function of ``(seed, index, size, config)``: a duplicate re-derives its
 original instead of remembering it, so generation streams in flat memory and a dataset of ``n``

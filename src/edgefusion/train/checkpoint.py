@@ -6,8 +6,9 @@ written under a temporary name and renamed, so a kill never leaves a half-writte
 that a resume would trust.
 
 Two writers share that layout: :func:`save_checkpoint` for plain single-process loops, and
-:func:`save_training_state` for the accelerate loop of the distillation stages, which stores
+:func:`save_training_state` for the accelerate loop of the diffusion stages, which stores
 accelerate's own state (model, optimizer, RNG; sharded correctly under FSDP) plus the EMA copy.
+:func:`pack_run` and :func:`unpack_run` carry such a run, compacted, from one machine to the next.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.ema import EMA
 
@@ -116,3 +118,92 @@ def load_training_state(accelerator: Any, checkpoints_dir: Path, ema: EMA | None
         ema.module.load_state_dict(load_file(str(ckpt / _EMA_FILE)))
         ema.num_updates = state["ema_updates"]
     return state["step"]
+
+
+#: A packed run (:func:`pack_run`): the newest checkpoint's weights and EMA, its optimizer moments
+#: (two files, each about a quarter of a checkpoint, so each stays small enough to commit), and the
+#: metadata they need besides.
+PACKED_WEIGHTS = "weights.safetensors"
+PACKED_OPTIMIZER = "optimizer.safetensors"
+PACKED_TENSORS = (PACKED_WEIGHTS, PACKED_OPTIMIZER)
+PACKED_META = "checkpoint.json"
+#: Run files that travel with a packed checkpoint (logs, the config a resume is checked against).
+RUN_FILES = ("config.yaml", "losses.csv", "val_curve.csv")
+_PACK_FORMAT = 1
+_MODEL_FILE = "model.safetensors"
+_OPTIMIZER_FILE = "optimizer.bin"
+
+
+def pack_run(run_dir: Path, dest: Path) -> Path:
+    """A compact, resumable copy of a run of the accelerate loop, to carry a long run across
+    machines or sessions (for example committed, one leg at a time).
+
+    The newest checkpoint's weights and EMA are stored in float16 and Adam's moments in bfloat16
+    (half a checkpoint's size), with the run's config and logs. A run resumed from it
+    (:func:`unpack_run`) continues from the rounded values, so it is close to, not bit-identical
+    with, an uninterrupted run. Written atomically; an existing ``dest`` is replaced.
+    """
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise EdgefusionError(f"{run_dir} holds no checkpoint to pack: train first")
+    optimizer = torch.load(checkpoint / _OPTIMIZER_FILE, weights_only=True)
+    weights = {f"model/{k}": v.half() for k, v in load_file(str(checkpoint / _MODEL_FILE)).items()}
+    if (checkpoint / _EMA_FILE).is_file():
+        weights.update({f"ema/{k}": v.half() for k, v in load_file(str(checkpoint / _EMA_FILE)).items()})
+    moments = {
+        f"optimizer/{index}/{name}": (value if name == "step" else value.to(torch.bfloat16)).contiguous()
+        for index, state in optimizer["state"].items()
+        for name, value in state.items()
+    }
+    meta = {
+        "format": _PACK_FORMAT,
+        "state": json.loads((checkpoint / _STATE_FILE).read_text()),
+        "param_groups": optimizer["param_groups"],
+    }
+    with atomic_output_dir(dest, overwrite=True) as staging:
+        save_file(weights, str(staging / PACKED_WEIGHTS))
+        save_file(moments, str(staging / PACKED_OPTIMIZER))
+        (staging / PACKED_META).write_text(json.dumps(meta, indent=1) + "\n")
+        for name in RUN_FILES:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, staging / name)
+    return dest
+
+
+def unpack_run(packed: Path, run_dir: Path) -> Path:
+    """Turn a packed run back into ``run_dir`` with one checkpoint, from which re-running the
+    stage's command resumes (weights, EMA and Adam's moments upcast to float32). Refuses a run
+    folder that already holds checkpoints, so nothing newer is lost."""
+    if not all((packed / name).is_file() for name in (PACKED_META, *PACKED_TENSORS)):
+        raise EdgefusionError(f"{packed} is not a packed run (no {PACKED_META}): make one with pack")
+    meta = json.loads((packed / PACKED_META).read_text())
+    if meta.get("format") != _PACK_FORMAT:
+        raise EdgefusionError(
+            f"{packed} was packed in format {meta.get('format')}; this version reads format {_PACK_FORMAT}"
+        )
+    checkpoints = run_dir / "checkpoints"
+    if latest_checkpoint(checkpoints) is not None:
+        raise EdgefusionError(f"{run_dir} already holds checkpoints: unpack into a new run folder")
+    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    stored = {k: v for name in PACKED_TENSORS for k, v in load_file(str(packed / name)).items()}
+    for key, value in stored.items():
+        kind, _, rest = key.partition("/")
+        if kind == "optimizer":
+            index, _, name = rest.partition("/")
+            state.setdefault(int(index), {})[name] = value.float()
+        else:
+            parts[kind][rest] = value.float()
+    step = meta["state"]["step"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (packed / name).is_file():
+            shutil.copy2(packed / name, run_dir / name)
+    final = checkpoints / f"{_PREFIX}{step:07d}"
+    with atomic_output_dir(final) as staging:
+        save_file(parts["model"], str(staging / _MODEL_FILE))
+        if parts["ema"]:
+            save_file(parts["ema"], str(staging / _EMA_FILE))
+        torch.save({"state": state, "param_groups": meta["param_groups"]}, staging / _OPTIMIZER_FILE)
+        (staging / _STATE_FILE).write_text(json.dumps(meta["state"]))
+    return final

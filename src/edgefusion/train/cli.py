@@ -1,4 +1,4 @@
-"""``edgefusion distill`` and ``edgefusion lcm``: thin wrappers over the training stages."""
+"""``edgefusion train``, ``distill`` and ``lcm``: thin wrappers over the training stages."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ Overrides = Annotated[
 
 def _config_option(what: str) -> Any:
     return typer.Option("--config", help=f"YAML/JSON file of {what} fields (see configs/).")
+
+
+def train_command(
+    overrides: Overrides = None,
+    config: Annotated[Path | None, _config_option("DenoiseConfig")] = None,
+) -> None:
+    """Train a U-Net with SD's denoising objective, from scratch or from an init; writes a
+    diffusers pipeline folder (the teacher of the other stages).
+
+    Re-running the same command resumes from the newest checkpoint in run_dir.
+
+    Example: edgefusion train --config configs/toy/teacher.yaml train.steps=100
+    """
+    from edgefusion.train.config import load_config
+    from edgefusion.train.denoise import DenoiseConfig, train_unet
+
+    _print_report("trained", train_unet(load_config(DenoiseConfig, config, overrides or [])))
 
 
 def distill_command(
@@ -54,6 +71,37 @@ def lcm_command(
     _print_report("LCM-distilled", lcm_distill(load_config(LCMConfig, config, overrides or [])))
 
 
+checkpoint_app = typer.Typer(
+    help="Carry a training run between machines: its newest checkpoint, compacted.", no_args_is_help=True
+)
+
+
+@checkpoint_app.command("pack")
+def pack_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder of train, distill or lcm.")],
+    out: Annotated[Path, typer.Argument(help="The packed run folder to write (replaced if it exists).")],
+) -> None:
+    """Pack a run's newest checkpoint (fp16 weights and EMA, bf16 Adam moments) with its config
+    and logs, half a checkpoint's size; unpack it to resume elsewhere."""
+    from edgefusion.train.checkpoint import PACKED_TENSORS, pack_run
+
+    pack_run(run_dir, out)
+    size = sum((out / name).stat().st_size for name in PACKED_TENSORS) / 2**20
+    console.print(f"[green]packed[/] {run_dir} -> {out} ({size:.1f} MiB)")
+
+
+@checkpoint_app.command("unpack")
+def unpack_command(
+    packed: Annotated[Path, typer.Argument(help="A folder written by `edgefusion checkpoint pack`.")],
+    run_dir: Annotated[Path, typer.Argument(help="The new run folder; re-run the stage with it to resume.")],
+) -> None:
+    """Unpack a packed run into a run folder, so that re-running the stage's command resumes it."""
+    from edgefusion.train.checkpoint import unpack_run
+
+    checkpoint = unpack_run(packed, run_dir)
+    console.print(f"[green]unpacked[/] {packed} -> {checkpoint}; re-run the stage with run_dir={run_dir}")
+
+
 def _print_report(verb: str, report: Any) -> None:
     """One summary per run (not per process under ``accelerate launch``)."""
     from accelerate import PartialState
@@ -67,6 +115,8 @@ def _print_report(verb: str, report: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``distill`` and ``lcm`` to the ``edgefusion`` app."""
+    """Add ``train``, ``distill`` and ``lcm`` to the ``edgefusion`` app."""
+    app.command("train")(train_command)
     app.command("distill")(distill_command)
     app.command("lcm")(lcm_command)
+    app.add_typer(checkpoint_app, name="checkpoint")

@@ -4,7 +4,8 @@ Sources (BK-SDM's layout and ours, DESIGN.md): an HF ``imagefolder`` (image file
 ``metadata.jsonl`` rows with ``file_name`` and a caption column) or WebDataset ``.tar`` shards
 (members ``KEY.png``/``KEY.jpg``... beside ``KEY.txt`` or ``KEY.json``). Samples that cannot be
 used are skipped and counted, never fatal: ``missing`` (listed but absent), ``corrupt``
-(undecodable image or metadata), ``no_caption``.
+(undecodable image or metadata), ``no_caption``, ``outside`` (a ``file_name`` leading out of the
+folder: absolute, ``..`` or a symlink out; never read).
 
 The VAE and text encoder are frozen in distillation, so their outputs can be computed once: the
 optional cache stores each image's scaled VAE posterior (mean and std, so training still samples
@@ -39,9 +40,10 @@ from tqdm import tqdm
 
 from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import member_path
 from edgefusion.train.config import DataConfig
 
-SKIP_REASONS = ("missing", "corrupt", "no_caption")
+SKIP_REASONS = ("missing", "corrupt", "no_caption", "outside")
 METADATA_FILE = "metadata.jsonl"
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 CACHE_MANIFEST = "manifest.json"
@@ -106,12 +108,15 @@ def _index_imagefolder(folder: Path, caption_column: str) -> tuple[list[SampleRe
                 skipped["corrupt"] += 1
                 continue
             caption = row.get(caption_column)
+            path, unsafe = member_path(folder, file_name) if isinstance(file_name, str) else (None, "bad")
             if not isinstance(caption, str):
                 skipped["no_caption"] += 1
-            elif not (folder / file_name).is_file():
+            elif unsafe:
+                skipped["outside" if isinstance(file_name, str) else "corrupt"] += 1
+            elif not path.is_file():
                 skipped["missing"] += 1
             else:
-                refs.append(SampleRef(caption, str(folder / file_name)))
+                refs.append(SampleRef(caption, str(path)))
     return refs, skipped
 
 

@@ -30,8 +30,9 @@ from torch import nn
 
 from edgefusion.arch import FeaturePair, compress, plan_removal
 from edgefusion.arch.removal import VARIANTS
-from edgefusion.atomic import check_output_free
 from edgefusion.errors import EdgefusionError
+from edgefusion.provenance import DEFAULT_GUIDANCE, recorded_guidance
+from edgefusion.toy.registry import resolve_model_path
 from edgefusion.train.config import DataConfig, LoopConfig
 from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA
@@ -40,6 +41,7 @@ from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, trai
 from edgefusion.train.losses import feature_kd_loss, output_kd_loss, task_loss
 from edgefusion.train.models import (
     check_conditioning,
+    check_stage_paths,
     infer_variant,
     load_unet,
     save_student_pipeline,
@@ -78,6 +80,8 @@ class KDConfig:
     - ``pipeline``: where text encoder, VAE, tokenizer and schedulers come from (default: the
       first pipeline folder among student, student_from, teacher). The output carries them.
     - ``caption_dropout``: fraction of captions replaced by the empty prompt (0 in BK-SDM).
+    - ``guidance_scale``: the guidance scale the student is meant to be sampled with, recorded in
+      the output; null takes the one the teacher records (else SD's 7.5).
     """
 
     teacher: str = ""
@@ -89,6 +93,7 @@ class KDConfig:
     run_dir: str = "runs/kd/run"
     overwrite: bool = False
     caption_dropout: float = 0.0
+    guidance_scale: float | None = None
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     loss: KDLossConfig = field(default_factory=KDLossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -105,6 +110,8 @@ class KDConfig:
             raise EdgefusionError("set variant (base, small, tiny) to cut the student, or student to a U-Net")
         if not 0 <= self.caption_dropout < 1:
             raise EdgefusionError("caption_dropout must lie in [0, 1)")
+        if self.guidance_scale is not None and self.guidance_scale < 1:
+            raise EdgefusionError("guidance_scale must be 1 (no guidance) or more, or null for the teacher's")
 
 
 @dataclass
@@ -187,7 +194,8 @@ def distill(config: KDConfig) -> DistillReport:
 
     # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
     run_dir, out = Path(config.run_dir), Path(config.out)
-    check_output_free(out, config.overwrite)
+    inputs = [config.teacher, config.student, config.student_from, config.pipeline, config.data.path]
+    check_stage_paths(out, run_dir, config.overwrite, inputs)
     accelerator = make_accelerator(config.train, run_dir)
     open_run(run_dir, config, write=accelerator.is_main_process)
     dtype = frozen_dtype(accelerator)
@@ -257,6 +265,7 @@ def distill(config: KDConfig) -> DistillReport:
             "student_init": config.student
             or f"BK-SDM-{variant} cut from {config.student_from or config.teacher}",
             "variant": variant,
+            "guidance_scale": _guidance_scale(config),
             "feature_pairs": [f"{p.student} <- {p.teacher}" for p in pairs],
             "steps": result.steps,
             "seed": config.train.seed,
@@ -285,6 +294,17 @@ def distill(config: KDConfig) -> DistillReport:
         last_losses=result.last_losses,
         seconds=round(time.time() - t0, 1),
     )
+
+
+def _guidance_scale(config: KDConfig) -> float:
+    """The student samples as its teacher does, unless the config says otherwise."""
+    if config.guidance_scale is not None:
+        return config.guidance_scale
+    try:
+        recorded = recorded_guidance(resolve_model_path(config.teacher))
+    except EdgefusionError:  # a built-in architecture name, not a folder: nothing recorded
+        recorded = None
+    return recorded if recorded is not None else DEFAULT_GUIDANCE
 
 
 def _student(config: KDConfig, teacher: nn.Module) -> nn.Module:

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from edgefusion.atomic import check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.config import DataConfig, LoopConfig
 from edgefusion.train.data import prepare_training_data
@@ -44,6 +43,7 @@ from edgefusion.train.ema import EMA
 from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
 from edgefusion.train.models import (
     check_conditioning,
+    check_stage_paths,
     load_unet,
     save_student_pipeline,
     shared_pipeline,
@@ -286,7 +286,8 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
 
     # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
     run_dir, out = Path(config.run_dir), Path(config.out)
-    check_output_free(out, config.overwrite)
+    inputs = [config.teacher, config.student, config.pipeline, config.data.path]
+    check_stage_paths(out, run_dir, config.overwrite, inputs)
     accelerator = make_accelerator(config.train, run_dir)
     open_run(run_dir, config, write=accelerator.is_main_process)
     dtype = frozen_dtype(accelerator)
@@ -347,6 +348,8 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
             "teacher": config.teacher,
             "student_init": config.student,
             "w_range": [config.w_min, config.w_max],
+            # The middle of the distilled range (CFG scale 1 + w): what sampling uses by default.
+            "guidance_scale": 1.0 + (config.w_min + config.w_max) / 2,
             "num_ddim_steps": config.num_ddim_steps,
             "loss": config.loss,
             "steps": result.steps,

@@ -41,9 +41,12 @@ LOSSES_FILE = "losses.csv"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 #: Config keys a resumed run may change: they do not alter the steps already taken. ``run_dir``
-#: among them lets a copy of a run folder (say, cut back to an earlier checkpoint) resume elsewhere.
+#: among them lets a copy of a run folder (say, cut back to an earlier checkpoint) resume elsewhere;
+#: ``guidance_scale`` and ``save_dtype`` only describe the output.
 RESUMABLE_KEYS = (
     "run_dir",
+    "guidance_scale",
+    "save_dtype",
     "train.steps",
     "train.checkpoint_every",
     "train.keep_checkpoints",

@@ -17,11 +17,13 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 from edgefusion import __version__
-from edgefusion.arch.compression import PROVENANCE_FILE, copy_pipeline_without_unet
+from edgefusion.arch.compression import copy_pipeline_without_unet
 from edgefusion.arch.removal import VARIANTS, plan_removal
 from edgefusion.arch.sources import load_teacher_unet, resolve_source
-from edgefusion.atomic import atomic_output_dir
+from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
+from edgefusion.paths import check_output_apart
+from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.toy.registry import resolve_model_path
 from edgefusion.train.config import save_config
 
@@ -46,6 +48,29 @@ def load_unet(spec: str, role: str) -> UNet2DConditionModel:
             "with weights"
         )
     return unet
+
+
+def input_folders(specs: list[str | None]) -> list[Path]:
+    """The folders or files behind a stage's model and data settings (``toy:NAME`` resolved;
+    built-in names and unset ones left out): the paths its outputs must stay apart from."""
+    folders = []
+    for spec in specs:
+        if spec is None:
+            continue
+        try:
+            folders.append(resolve_model_path(spec))
+        except EdgefusionError:  # a built-in architecture name: nothing on disk
+            continue
+    return folders
+
+
+def check_stage_paths(out: Path, run_dir: Path, overwrite: bool, inputs: list[str | None]) -> None:
+    """Before a training stage starts: ``out`` is free (or ``overwrite``), and neither ``out`` nor
+    ``run_dir`` is one of the stage's inputs, lies inside one or holds one (a replaced output or a
+    rotated checkpoint would delete it)."""
+    folders = input_folders(inputs)
+    check_output_free(out, overwrite, folders)
+    check_output_apart(run_dir, folders, "run_dir")
 
 
 def is_pipeline(spec: str) -> bool:

@@ -1,0 +1,258 @@
+"""Stable Diffusion's own objective, from scratch or from an init: ``edgefusion train``.
+
+The teacher that every other stage learns from is trained here: a U-Net, random (from a diffusers
+``UNet2DConditionModel`` config) or loaded, learns to denoise the latents of the pipeline's frozen
+VAE, conditioned on its frozen text encoder. The objective is SD's (Rombach et al., 2022):
+
+    loss = mean_b  weight(t_b) * MSE(unet(x_t, t, text), target)
+
+where ``target`` is the noise (epsilon prediction) or the velocity (v-prediction), as the
+pipeline's noise schedule says; captions are dropped to the empty prompt at ``caption_dropout``
+so the U-Net also learns the unconditional branch that classifier-free guidance needs;
+``weight`` is 1, or Min-SNR-gamma (Hang et al., 2023) when ``min_snr_gamma`` is set.
+
+Everything else is shared with ``distill`` and ``lcm``: data and its latent cache, the accelerate
+loop (resume, EMA, schedule, logs, checkpoints) and the pipeline writer. The output is the
+pipeline with the trained (EMA) U-Net, and the guidance scale it is meant to be sampled with
+recorded beside it, so every sampling command uses that scale by default.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+from edgefusion.errors import EdgefusionError
+from edgefusion.train.config import DataConfig, LoopConfig
+from edgefusion.train.data import prepare_training_data
+from edgefusion.train.ema import EMA
+from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
+from edgefusion.train.models import (
+    check_conditioning,
+    check_stage_paths,
+    load_unet,
+    pipeline_folder,
+    save_student_pipeline,
+)
+
+CONFIG_NAME = "train.yaml"
+_SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class DenoiseConfig:
+    """``edgefusion train``: which U-Net learns, on what data, for how long, and where it goes.
+
+    - ``pipeline``: text encoder, VAE, tokenizer and noise schedule (a pipeline folder or
+      ``toy:NAME``); the output carries them, with the trained U-Net in place of the pipeline's.
+    - ``unet``: the initial weights (fine-tuning), or null to start from ``unet_config``.
+    - ``unet_config``: a diffusers ``UNet2DConditionModel`` ``config.json`` for a randomly
+      initialized U-Net (training from scratch).
+    - ``caption_dropout``: fraction of captions replaced by the empty prompt (10% in SD).
+    - ``min_snr_gamma``: Min-SNR-gamma loss weights, or null for plain MSE. On a zero-terminal-SNR
+      schedule they give the pure-noise step weight 0, the step that reads the caption's colours.
+    - ``guidance_scale``: the classifier-free guidance scale the model is meant to be sampled with,
+      recorded in the output (choose it on validation prompts; see docs).
+    """
+
+    pipeline: str = ""
+    unet: str | None = None
+    unet_config: str | None = None
+    out: str = "runs/train/out"
+    run_dir: str = "runs/train/run"
+    overwrite: bool = False
+    caption_dropout: float = 0.1
+    min_snr_gamma: float | None = None
+    guidance_scale: float = 7.5
+    save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+
+    def __post_init__(self) -> None:
+        if not self.pipeline:
+            raise EdgefusionError("set pipeline (a pipeline folder or toy:NAME): its encoders and schedule")
+        if (self.unet is None) == (self.unet_config is None):
+            raise EdgefusionError(
+                "set exactly one of unet (initial weights) and unet_config (a U-Net config.json to "
+                "start from random weights)"
+            )
+        if not self.data.path:
+            raise EdgefusionError("set data.path (an imagefolder or WebDataset .tar shards)")
+        if not 0 <= self.caption_dropout < 1:
+            raise EdgefusionError("caption_dropout must lie in [0, 1)")
+        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
+            raise EdgefusionError("min_snr_gamma must be positive (or null for plain MSE)")
+        if self.guidance_scale < 1:
+            raise EdgefusionError("guidance_scale must be 1 (no guidance) or more")
+
+
+@dataclass
+class DenoiseReport:
+    """What :func:`train_unet` wrote and how the data went."""
+
+    out: Path
+    run_dir: Path
+    steps: int
+    resumed_from: int
+    skipped: dict[str, int]
+    last_losses: dict[str, float]
+    seconds: float
+
+
+def snr_weights(noise_scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights: ``min(SNR, gamma) / SNR`` for epsilon prediction and
+    ``min(SNR, gamma) / (SNR + 1)`` for v-prediction (the same weighting of the x0 error)."""
+    alpha_bar = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=gamma)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr.clamp_min(1e-8)
+
+
+def denoising_loss(
+    unet: nn.Module,
+    noise_scheduler: Any,
+    latents: torch.Tensor,
+    text_embeds: torch.Tensor,
+    gen: torch.Generator,
+    min_snr_gamma: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """One evaluation of SD's objective on clean latents; every random draw comes from ``gen``.
+
+    Returns ``loss`` (the weighted mean that is optimized) and ``mse`` (the unweighted one)."""
+    noise = torch.randn(latents.shape, generator=gen).to(latents)
+    steps = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen).to(latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    pred = unet(noisy, timesteps, text_embeds).sample
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if min_snr_gamma is None:
+        return {"loss": per_sample.mean(), "mse": per_sample.mean().detach()}
+    weights = snr_weights(noise_scheduler, timesteps, min_snr_gamma)
+    return {"loss": (weights * per_sample).mean(), "mse": per_sample.mean().detach()}
+
+
+def initial_unet(config: DenoiseConfig) -> UNet2DConditionModel:
+    """The U-Net training starts from: loaded weights, or random ones from a config file (seeded
+    by ``train.seed``, so two runs of one config start alike)."""
+    if config.unet is not None:
+        return load_unet(config.unet, "unet")
+    path = Path(config.unet_config)
+    try:
+        unet_config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise EdgefusionError(f"could not read unet_config {path}: {err.strerror or err}") from err
+    except json.JSONDecodeError as err:
+        raise EdgefusionError(f"unet_config {path} is not valid JSON: {err}") from err
+    torch.manual_seed(config.train.seed)
+    try:
+        return UNet2DConditionModel.from_config(unet_config)
+    except (TypeError, ValueError) as err:
+        raise EdgefusionError(
+            f"unet_config {path} is not a valid UNet2DConditionModel config: {err}"
+        ) from err
+
+
+def train_unet(config: DenoiseConfig) -> DenoiseReport:
+    """Train a U-Net with SD's denoising objective and write it as a pipeline.
+
+    Re-running with the same config resumes from the newest checkpoint in ``config.run_dir``.
+    Under ``accelerate launch`` it runs data-parallel on every process.
+    """
+    from diffusers import DDPMScheduler
+
+    t0 = time.time()
+
+    # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
+    run_dir, out = Path(config.run_dir), Path(config.out)
+    inputs = [config.pipeline, config.unet, config.data.path]
+    check_stage_paths(out, run_dir, config.overwrite, inputs)
+    accelerator = make_accelerator(config.train, run_dir)
+    open_run(run_dir, config, write=accelerator.is_main_process)
+    dtype = frozen_dtype(accelerator)
+
+    # 2. The pipeline: text encoder, VAE, tokenizer, and the training noise schedule.
+    pipeline = pipeline_folder(config.pipeline)
+    noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
+
+    # 3. The U-Net, trained in float32 (mixed precision autocasts its matmuls).
+    unet = initial_unet(config).float().requires_grad_(True).train()
+
+    # 4. Data: pairs (or their cached latents and text embeddings), skipping unusable samples.
+    data = prepare_training_data(config.data, pipeline, accelerator, dtype)
+    check_conditioning(unet, unet, data.uncond_embeds)
+
+    # 5. The objective of one micro-batch: latents from the VAE posterior, captions dropped to
+    #    the empty prompt at ``caption_dropout``, then the denoising loss.
+    def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        latents, text = data.latents_and_text(batch, gen)
+        if config.caption_dropout > 0:
+            drop = (torch.rand(len(latents), generator=gen) < config.caption_dropout).to(latents.device)
+            text = torch.where(drop[:, None, None], data.uncond_embeds.to(text), text)
+        return denoising_loss(model, noise_scheduler, latents, text, gen, config.min_snr_gamma)
+
+    # 6. Train (resumable), with the EMA the output ships when asked.
+    ema = EMA(unet, config.train.ema_decay) if config.train.ema_decay is not None else None
+    result = train(
+        unet,
+        objective,
+        data.dataset,
+        config.train,
+        run_dir,
+        accelerator,
+        ema=ema,
+        num_workers=config.data.num_workers,
+        desc="train",
+    )
+
+    # 7. The output: the pipeline with the trained (EMA) U-Net and its sampling guidance.
+    skipped_counts = data.skip_counts(result.skipped_corrupt)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = ema.module if ema is not None else unet
+        provenance = {
+            "stage": "train",
+            "method": "denoising (SD's objective)",
+            "init": config.unet or f"random weights from {config.unet_config}",
+            "prediction_type": noise_scheduler.config.prediction_type,
+            "min_snr_gamma": config.min_snr_gamma,
+            "guidance_scale": config.guidance_scale,
+            "steps": result.steps,
+            "seed": config.train.seed,
+            "ema_decay": config.train.ema_decay,
+            "skipped_samples": skipped_counts,
+        }
+        save_student_pipeline(
+            final,
+            pipeline,
+            out,
+            _SAVE_DTYPES[config.save_dtype],
+            provenance,
+            config,
+            CONFIG_NAME,
+            config.overwrite,
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return DenoiseReport(
+        out=out,
+        run_dir=run_dir,
+        steps=result.steps,
+        resumed_from=result.resumed_from,
+        skipped=skipped_counts,
+        last_losses=result.last_losses,
+        seconds=round(time.time() - t0, 1),
+    )
