@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import csv
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -33,6 +32,8 @@ from edgefusion.train.denoise import DenoiseConfig, initial_unet
 from edgefusion.train.models import pipeline_folder
 
 FIELDS = ("step", "samples", "guidance", "one_object", "two_object", "held_out", "all", "clip", "fid")
+#: Per-attribute accuracy on the 1-object prompts: which attribute a curve is stuck on.
+ATTRIBUTES = ("background", "color", "size", "position", "shape")
 
 
 def scored_steps(curve: Path) -> set[tuple[int, float]]:
@@ -42,19 +43,36 @@ def scored_steps(curve: Path) -> set[tuple[int, float]]:
         return {(int(r["step"]), float(r["guidance"])) for r in csv.DictReader(f)}
 
 
+def append_row(curve: Path, row: dict) -> None:
+    """Append ``row`` to the curve; a curve written before the per-attribute columns existed is
+    rewritten with them (its old rows left blank there)."""
+    fields = FIELDS + ATTRIBUTES
+    header: tuple[str, ...] = ()
+    rows: list[dict] = []
+    if curve.is_file():
+        with curve.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = tuple(reader.fieldnames or ()), list(reader)
+    if header != fields:
+        with curve.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    with curve.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields).writerow(row)
+
+
 def score_checkpoint(config: DenoiseConfig, checkpoint: Path, prompts: list[str], guidance: float) -> dict:
     """Toy metrics of the checkpoint's EMA weights at 25 steps and ``guidance``."""
-    unet = initial_unet(config) if config.unet_config else None
+    ema = checkpoint / "ema.safetensors"
+    if not ema.is_file():
+        raise FileNotFoundError(ema)
+    unet = initial_unet(config)
+    unet.load_state_dict(load_file(str(ema)))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pipe"
         folder.mkdir()
         copy_pipeline_without_unet(pipeline_folder(config.pipeline), folder)
-        if unet is None:
-            shutil.copytree(Path(config.unet) / "unet", folder / "unet")
-            from diffusers import UNet2DConditionModel
-
-            unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-        unet.load_state_dict(load_file(str(checkpoint / "ema.safetensors")))
         unet.save_pretrained(folder / "unet")
         return evaluate_toy_model(str(folder), prompts, steps=25, guidance=guidance)
 
@@ -102,7 +120,8 @@ def main() -> None:
             try:
                 with paused(args.pause_pid):
                     result = score_checkpoint(config, checkpoint, prompts, guidance)
-            except FileNotFoundError:  # the run rotated this checkpoint out while it was read
+            except FileNotFoundError as err:  # the run rotated this checkpoint out while it was read
+                print(f"skipped {checkpoint.name}: {err}", flush=True)
                 continue
             row = {
                 "step": step,
@@ -115,12 +134,9 @@ def main() -> None:
                 "clip": round(result["clip_score"], 4),
                 "fid": round(result["fid"], 2),
             }
-            new = not curve.is_file()
-            with curve.open("a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=FIELDS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            per_attribute = result["one_object"]["accuracy"]
+            row.update({a: round(per_attribute[a], 4) for a in ATTRIBUTES})
+            append_row(curve, row)
             print(row, flush=True)
         finished = any(int(c.name[5:]) >= config.train.steps for c in checkpoints)
         if not args.watch or finished:

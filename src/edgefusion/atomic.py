@@ -16,6 +16,18 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.paths import check_output_apart, resolved
 
 
+def make_output_dir(path: Path) -> Path:
+    """Create the folder ``path`` (and its parents); a read-only place or a file in the way is an
+    error naming the folder, not an ``OSError`` from deep in a stage."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EdgefusionError(
+            f"cannot create the output folder {path} ({err.strerror or err}): choose a writable folder"
+        ) from None
+    return path
+
+
 def check_output_free(out: Path, overwrite: bool, sources: Iterable[str | Path | None] = ()) -> None:
     """Refuse an existing ``out`` unless ``overwrite``, and an ``out`` that is, holds or lies in one
     of the command's ``sources``; call before any long work. ``out`` is resolved first, so
@@ -30,9 +42,8 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     without error (replacing an old ``out`` when ``overwrite``), and is deleted otherwise."""
     out = resolved(out)
     check_output_free(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    staging.mkdir()
+    make_output_dir(out.parent)
+    staging = make_output_dir(out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial"))
     try:
         yield staging
     except BaseException:

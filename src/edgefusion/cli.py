@@ -6,6 +6,8 @@ Errors a user can cause are :class:`~edgefusion.errors.EdgefusionError` and prin
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from pathlib import Path
 
@@ -58,15 +60,24 @@ def generate_command(
     seed: int = typer.Option(0, help="Image k uses seed + k."),
     n: int = typer.Option(1, help="Images per prompt."),
     size: int | None = typer.Option(
-        None, help="Image side in pixels, a multiple of 8 (default: the model's)."
+        None,
+        help="Image side in pixels, a multiple of the model's size factor (64 for SD; default: the model's).",
     ),
     scheduler: str | None = typer.Option(None, help="ddim, pndm, dpm, euler (non-LCM models) or lcm."),
     backend: str = typer.Option("torch", help="torch, or onnxruntime for an `edgefusion export` folder."),
     batch_size: int = typer.Option(8, help="Images per pipeline call."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Delete numbered images in OUT this run does not make, and remake those made with other "
+        "settings.",
+    ),
 ) -> None:
     """Generate images; LCM models (EdgeFusion) use their own scheduler with embedded guidance.
 
-    Re-running into the same --out resumes: finished images are kept. Example:
+    Re-running into the same --out resumes: finished images are kept. OUT holds one run: numbered
+    images an earlier run made with other settings, or beyond this run's prompts x --n, are
+    refused (nothing is deleted) unless --overwrite; other files in OUT are never touched. Example:
     edgefusion generate "a large red circle at the left on a blue background" --steps 2 --n 4
     """
     from edgefusion.eval.prompts import read_prompts
@@ -87,6 +98,7 @@ def generate_command(
         scheduler=scheduler,
         backend=backend,
         batch_size=batch_size,
+        overwrite=overwrite,
     )
     first = records[0]
     Console().print(
@@ -121,11 +133,34 @@ def _register_subcommands() -> None:
     app.add_typer(tile_app, name="tile")
 
 
+class _TorchvisionFallbackNotice(logging.Filter):
+    """Drops transformers' notice that an image processor falls back to its PIL version because
+    torchvision is not installed. diffusers' pipeline modules import ``CLIPImageProcessor`` and
+    ``SiglipImageProcessor`` for components edgefusion never loads (safety checker, IP-adapter
+    encoders), and the PIL version is the one we want; the notice says nothing about our run."""
+
+    _NOTICE = re.compile(
+        r"`\w+ImageProcessor` requires torchvision \(not installed\); falling back to `\w+Pil`"
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._NOTICE.match(record.getMessage())
+
+
+def quiet_library_notices() -> None:
+    """Silence, by exact message, the library notices a fresh install prints on every run that
+    concern nothing we do (see each filter's docstring); everything else still shows."""
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _TorchvisionFallbackNotice) for f in logger.filters):
+        logger.addFilter(_TorchvisionFallbackNotice())
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one clear line.
 
     Exit codes: 0 done, 1 a user error (one line, ``--debug`` for the traceback), 2 a usage error
     (typer's usage message), 130 interrupted (Ctrl-C; the stages resume when run again)."""
+    quiet_library_notices()
     _register_subcommands()
     try:
         # Outside standalone mode typer returns the exit code of an interrupted or exited command.

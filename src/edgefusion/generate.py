@@ -6,24 +6,32 @@ and classifier-free guidance. Image ``k`` (prompt ``k // n``, sample ``k % n``) 
 ``seed + k`` on its own generator, so an image does not depend on the batch it was made in: same
 seed, same pixels, and an interrupted run resumes where it stopped (finished PNGs are kept; a PNG
 made with other settings is an error, not overwritten). Every PNG carries its settings in text
-chunks, and ``generations.jsonl`` lists them all.
+chunks, and ``generations.jsonl`` lists them all. A run's records are made on demand and its
+images in batches, so memory does not grow with the number of images.
+
+The folder always describes one run: numbered PNGs that this run would not make (an earlier run
+had more prompts or a larger ``n``) are refused, and deleted only with ``overwrite``, which also
+remakes images generated with other settings; other files in the folder are never touched.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
+from edgefusion.atomic import make_output_dir
 from edgefusion.errors import EdgefusionError
+from edgefusion.limits import check_guidance, check_image_size, check_seeds
 
 LOG_FILE = "generations.jsonl"
 #: Steps when a caller gives none: SD's 25; EdgeFusion's 2.
@@ -33,6 +41,8 @@ _BACKENDS = ("torch", "onnxruntime")
 _IDENTITY = ("prompt", "seed", "steps", "guidance", "model", "scheduler", "size", "backend")
 # PNG text chunks hold these as written; every other value is JSON (numbers, booleans).
 _TEXT_KEYS = frozenset({"file_name", "prompt", "model", "scheduler", "backend"})
+# The names generate gives its images: image k is f"{k:05d}.png".
+_IMAGE_NAME = re.compile(r"(\d{5,})\.png")
 
 
 def load_generation_pipeline(model: str | Path, backend: str = "torch", scheduler: str | None = None):
@@ -68,10 +78,13 @@ def default_guidance(pipe: Any, model: str | Path) -> float:
 def sampling_defaults(
     pipe: Any, model: str | Path, steps: int | None, guidance: float | None
 ) -> tuple[int, float]:
-    """``steps`` and ``guidance``, or the model kind's defaults where they are None."""
+    """``steps`` and ``guidance``, or the model kind's defaults where they are None; a guidance
+    that is not finite (given, or recorded by the model) is refused."""
     if steps is None:
         steps = DEFAULT_STEPS["lcm" if pipeline_is_lcm(pipe) else "other"]
-    return steps, guidance if guidance is not None else default_guidance(pipe, model)
+    if steps < 1:
+        raise EdgefusionError(f"steps must be at least 1, got {steps}")
+    return steps, check_guidance(guidance if guidance is not None else default_guidance(pipe, model))
 
 
 def generate(
@@ -87,28 +100,38 @@ def generate(
     scheduler: str | None = None,
     backend: str = "torch",
     batch_size: int = 8,
+    overwrite: bool = False,
     progress: bool = True,
     pipe: Any = None,
-) -> list[dict[str, Any]]:
+) -> GenerationRecords:
     """Generate ``n`` images per prompt into ``out`` (``{k:05d}.png``); return one record per image.
 
     ``steps`` default to the model kind's (LCM: 2; else 25), ``guidance`` to the scale the model
     records (:mod:`edgefusion.provenance`), else 7.5.
     ``size`` is the image side in pixels (default: the model's). ``pipe`` reuses a loaded pipeline
-    of ``model``. Raises :class:`EdgefusionError` for an empty prompt, a size that is not a
-    multiple of 8, ``steps < 1`` or ``n < 1``, an unknown model or backend; a prompt longer than
-    the text encoder reads is truncated, with a warning.
+    of ``model``. ``overwrite`` deletes numbered images this run does not make and remakes those
+    made with other settings. Raises :class:`EdgefusionError` for an empty prompt, a size that is
+    not a positive multiple of the model's size factor or does not fit in memory, ``steps < 1``,
+    ``n < 1``, a guidance that is not finite, seeds beyond 64 bits, an unknown model or backend,
+    and an ``out`` that holds another run's images; a prompt longer than the text encoder reads is
+    truncated, with a warning.
     """
+    from edgefusion.pipeline.sampling import (
+        check_sampling_memory,
+        generate_tensors,
+        native_size,
+        pipeline_size_factor,
+    )
+
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    _check_request(prompts, steps, n, size, batch_size)
+    _check_request(prompts, steps, guidance, seed, n, batch_size)
     pipe = pipe if pipe is not None else load_generation_pipeline(model, backend, scheduler)
     lcm = pipeline_is_lcm(pipe)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
-    size = size or _native_size(pipe)
+    size = native_size(pipe) if size is None else check_image_size(size, pipeline_size_factor(pipe))
+    check_sampling_memory(pipe, min(batch_size, len(prompts) * n), size, size)
     warn_truncated(pipe.tokenizer, prompts)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = {
         "steps": steps,
         "guidance": guidance,
@@ -118,19 +141,11 @@ def generate(
         "backend": backend,
         "lcm": lcm,
     }
-    records = [
-        {"file_name": f"{k:05d}.png", "prompt": prompts[k // n], "seed": seed + k, **settings}
-        for k in range(len(prompts) * n)
-    ]
-    made = [_already_made(out / r["file_name"], r) for r in records]
-    todo = [r for r, done in zip(records, made, strict=True) if not done]
-    _rewrite_log(out, [r for r, done in zip(records, made, strict=True) if done])
-
-    from edgefusion.pipeline.sampling import generate_tensors
-
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="generate", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    records = GenerationRecords(prompts, n, seed, settings)
+    out = Path(out)
+    done = _prepare_folder(out, records, overwrite)
+    bar = tqdm(total=len(records), initial=len(done), desc="generate", disable=not progress)
+    for batch in _batches_to_make(records, done, batch_size):
         images = generate_tensors(
             pipe,
             [r["prompt"] for r in batch],
@@ -143,11 +158,49 @@ def generate(
         )
         for record, image in zip(batch, images, strict=True):
             write_png(out / record["file_name"], image, record)
-            with (out / LOG_FILE).open("a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
+            _append_log(out, [record])
         bar.update(len(batch))
     bar.close()
     return records
+
+
+class GenerationRecords(Sequence):
+    """The records of a run, made on demand: image ``k`` is prompt ``k // n`` with seed
+    ``seed + k``, so a run of any length holds only its prompts in memory."""
+
+    def __init__(self, prompts: list[str], n: int, seed: int, settings: dict[str, Any]) -> None:
+        self.prompts, self.n, self.seed, self.settings = prompts, n, seed, settings
+
+    def __len__(self) -> int:
+        return len(self.prompts) * self.n
+
+    @overload
+    def __getitem__(self, k: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        k %= len(self)
+        prompt = self.prompts[k // self.n]
+        return {"file_name": f"{k:05d}.png", "prompt": prompt, "seed": self.seed + k, **self.settings}
+
+
+def _batches_to_make(records: GenerationRecords, done: set[int], batch_size: int) -> Iterator[list[dict]]:
+    """The records not yet made, in order, ``batch_size`` at a time."""
+    batch = []
+    for k in range(len(records)):
+        if k not in done:
+            batch.append(records[k])
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 def write_png(path: Path, image: torch.Tensor, metadata: dict[str, Any]) -> None:
@@ -157,8 +210,15 @@ def write_png(path: Path, image: torch.Tensor, metadata: dict[str, Any]) -> None
     for key, value in metadata.items():
         info.add_text(key, value if key in _TEXT_KEYS else json.dumps(value))
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise EdgefusionError(
+            f"cannot write {path} ({err.strerror or err}): free space or choose a writable --out; "
+            "finished images are kept and a re-run resumes"
+        ) from None
 
 
 def read_png_metadata(path: Path) -> dict[str, Any]:
@@ -186,7 +246,10 @@ def warn_truncated(tokenizer: Any, prompts: Sequence[str]) -> None:
             )
 
 
-def _check_request(prompts: list[str], steps: int | None, n: int, size: int | None, batch_size: int) -> None:
+def _check_request(
+    prompts: list[str], steps: int | None, guidance: float | None, seed: int, n: int, batch_size: int
+) -> None:
+    """The checks that need no model, done before it loads."""
     if not prompts:
         raise EdgefusionError("no prompts given")
     for index, prompt in enumerate(prompts):
@@ -196,8 +259,9 @@ def _check_request(prompts: list[str], steps: int | None, n: int, size: int | No
         raise EdgefusionError(f"steps must be at least 1, got {steps}")
     if n < 1 or batch_size < 1:
         raise EdgefusionError("n and batch_size must be at least 1")
-    if size is not None and (size < 8 or size % 8):
-        raise EdgefusionError(f"size must be a positive multiple of 8 (the VAE's factor), got {size}")
+    if guidance is not None:
+        check_guidance(guidance)
+    check_seeds(seed, len(prompts) * n)
 
 
 def pipeline_is_lcm(pipe: Any) -> bool:
@@ -209,32 +273,59 @@ def pipeline_is_lcm(pipe: Any) -> bool:
     return is_lcm(pipe)
 
 
-def _native_size(pipe: Any) -> int:
-    """The image side the model was made for (an onnxruntime pipeline states it as ``default_size``)."""
-    if getattr(pipe, "default_size", None):
-        return int(pipe.default_size)
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+def _prepare_folder(out: Path, records: GenerationRecords, overwrite: bool) -> set[int]:
+    """Create ``out`` or check what it holds; return the indices of this run's finished images.
+
+    Numbered PNGs this run does not make are refused (the log would not list them), or deleted
+    with ``overwrite``; so are images made with other settings. The log is restarted from the
+    finished images (a resumed run appends), so it lists exactly the images in the folder.
+    """
+    if out.exists() and not out.is_dir():
+        raise EdgefusionError(f"--out {out} is a file: give a folder for the images")
+    make_output_dir(out)
+    numbered = {int(m.group(1)): p for p in out.iterdir() if (m := _IMAGE_NAME.fullmatch(p.name))}
+    extra = sorted(k for k in numbered if k >= len(records))
+    if extra and not overwrite:
+        raise EdgefusionError(
+            f"{out} holds {len(extra)} image(s) this run does not make ({numbered[extra[0]].name} and "
+            f"up; this run makes {len(records)}), from an earlier run with more prompts or a larger "
+            "--n: use another --out, or pass --overwrite to delete them"
+        )
+    # Every image is checked before anything in the folder changes.
+    done = {k for k in numbered if k < len(records) and _already_made(numbered[k], records[k], overwrite)}
+    for k in sorted(set(numbered) - done):
+        numbered[k].unlink()
+    _write_log(out, [records[k] for k in sorted(done)])
+    return done
 
 
-def _already_made(path: Path, record: dict[str, Any]) -> bool:
-    """Whether ``path`` is this run's finished image; an image with other settings is an error."""
-    if not path.is_file():
-        return False
+def _already_made(path: Path, record: dict[str, Any], overwrite: bool) -> bool:
+    """Whether ``path`` is this run's finished image; one with other settings, or unreadable, is
+    an error (False, to be remade, with ``overwrite``)."""
     try:
         found = read_png_metadata(path)
-    except OSError as err:
-        raise EdgefusionError(f"{path} exists but is not a readable PNG ({err}): move it away") from err
+    except (OSError, EdgefusionError) as err:
+        if overwrite:
+            return False
+        raise EdgefusionError(
+            f"{path} exists but is not a PNG edgefusion wrote ({err}): move it away, or pass --overwrite"
+        ) from err
     differs = [key for key in _IDENTITY if found.get(key) != record[key]]
-    if differs:
+    if differs and not overwrite:
         raise EdgefusionError(
             f"{path} was generated with other settings ({', '.join(differs)} differ): use another --out "
-            "folder, or remove the old images"
+            "folder, or pass --overwrite to remake it"
         )
-    return True
+    return not differs
 
 
-def _rewrite_log(out: Path, records: list[dict[str, Any]]) -> None:
-    """Start the log from the images already made (a resumed run then appends), atomically."""
+def _write_log(out: Path, records: list[dict[str, Any]]) -> None:
+    """Start the log with ``records`` (those of the images already made), atomically."""
     tmp = out / f".{LOG_FILE}.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     os.replace(tmp, out / LOG_FILE)
+
+
+def _append_log(out: Path, records: list[dict[str, Any]]) -> None:
+    with (out / LOG_FILE).open("a", encoding="utf-8") as log:
+        log.writelines(json.dumps(r) + "\n" for r in records)

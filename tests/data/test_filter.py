@@ -27,9 +27,9 @@ def _png(image: Image.Image) -> bytes:
 
 def test_size_and_aspect_checks():
     wide = _png(scene_image(64).resize((256, 64)))
-    assert _check(FilterConfig(min_side=300), wide).startswith("too small: 256x64")
-    assert _check(FilterConfig(max_aspect_ratio=3.0), wide) == "aspect ratio: 4.00 > 3.0"
-    assert _check(FilterConfig(max_aspect_ratio=0), wide) is None
+    assert _check(FilterConfig(), wide).startswith("too small: 256x64, short side < 300")  # the paper's
+    assert _check(FilterConfig(min_side=0, max_aspect_ratio=3.0), wide) == "aspect ratio: 4.00 > 3.0"
+    assert _check(FilterConfig(min_side=0, max_aspect_ratio=0), wide) is None
 
 
 @pytest.mark.parametrize("quality", [5, 12, 30, 55, 75, 95])
@@ -39,14 +39,13 @@ def test_jpeg_quality_estimate_recovers_the_encoder_setting(quality):
 
 
 def test_heavily_compressed_jpeg_rejected():
-    assert _check(FilterConfig(min_jpeg_quality=30), jpeg_bytes(scene_image(64), 10)).startswith(
-        "jpeg quality"
-    )
-    assert _check(FilterConfig(min_jpeg_quality=30), jpeg_bytes(scene_image(64), 80)) is None
+    config = FilterConfig(min_side=32, min_jpeg_quality=30)
+    assert _check(config, jpeg_bytes(scene_image(64), 10)).startswith("jpeg quality")
+    assert _check(config, jpeg_bytes(scene_image(64), 80)) is None
 
 
 def test_upscale_detector_separates_upscaled_renders_from_sharp_ones():
-    config = FilterConfig(detect_upscaling=True)
+    config = FilterConfig(min_side=32, detect_upscaling=True)
     for index in range(12):
         scene, seed, _ = scene_at(0, index)
         small = random.Random(index).randint(16, 29)

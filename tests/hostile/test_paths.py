@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from micro_models import micro_unet_config, random_unet, write_pipeline
+from micro_models import micro_unet_config
 
 from edgefusion.data.dataset import iter_rows
-from edgefusion.toy.dataset import write_toy_dataset
 
 SECRET = b"host secret: must never be read into a dataset"
 
@@ -48,16 +47,6 @@ def tree_hashes(root: Path, skip: Path | None = None) -> dict[str, str]:
         elif path.is_file():
             hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy", n=6, size=32, progress=False)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Path:
-    return write_pipeline(tmp_path_factory.mktemp("model") / "pipe", random_unet())
 
 
 @dataclass
@@ -202,7 +191,8 @@ def test_dataset_names_leading_out_are_rejected_with_a_reason(stage, tmp_path, d
     data = _hostile_dataset(tmp_path, dataset)
     out = tmp_path / "out"
     before = tree_hashes(tmp_path, skip=out)
-    code, err = run_cli(["data", stage, "--in", str(data), "--out", str(out)], capsys, monkeypatch)
+    settings = ["--min-side", "32"] if stage == "filter" else []  # the toy images are 32 px
+    code, err = run_cli(["data", stage, "--in", str(data), "--out", str(out), *settings], capsys, monkeypatch)
     assert code == 0, err
     reasons = {row["id"]: row["reason"] for row in iter_rows(out, "rejects.jsonl")}
     assert "absolute" in reasons["absolute"]

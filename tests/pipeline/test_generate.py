@@ -97,7 +97,7 @@ def test_same_seed_same_image_whatever_the_batch(lcm_model, tmp_path) -> None:
 def test_metadata_round_trips_through_png_and_log(lcm_model, tmp_path) -> None:
     records = generate(PROMPTS[1:], lcm_model, out=tmp_path, steps=1, guidance=2.5, seed=40, progress=False)
     logged = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
-    assert logged == records
+    assert logged == list(records)
     for record in records:
         assert read_png_metadata(tmp_path / record["file_name"]) == record
     assert records[1] == {
@@ -134,7 +134,7 @@ def test_bad_requests_are_clear_errors(lcm_model, tmp_path) -> None:
     cases = [
         ([""], {}, "prompt 0 is empty"),
         (["ok", "  "], {}, "prompt 1 is empty"),
-        (["ok"], {"size": 20}, "multiple of 8"),
+        (["ok"], {"size": 20}, "multiple of 16"),
         (["ok"], {"steps": 0}, "steps must be at least 1"),
         (["ok"], {"backend": "tflite"}, "unknown backend"),
     ]

@@ -159,6 +159,23 @@ def test_latents_are_sampled_from_the_posterior_with_the_step_generator(
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_posterior_means_are_deterministic_and_are_what_samples_center_on(
+    toy_images: Path, teacher_pipeline: Path
+) -> None:
+    cfg = DataConfig(path=str(toy_images), resolution=RESOLUTION, sample_posterior=False)
+    data = prepare_training_data(cfg, teacher_pipeline, Accelerator(cpu=True), torch.float32)
+    batch = torch.utils.data.default_collate([data.dataset[0], data.dataset[1]])
+    mean, _ = data.latents_and_text(batch, torch.Generator().manual_seed(1))
+    assert torch.equal(mean, data.latents_and_text(batch, torch.Generator().manual_seed(2))[0])
+    data.sample_posterior = True
+    samples = torch.stack(
+        [data.latents_and_text(batch, torch.Generator().manual_seed(s))[0] for s in range(64)]
+    )
+    assert not torch.equal(samples[0], mean)
+    spread = samples.std(0).mean()
+    assert (samples.mean(0) - mean).abs().mean() < spread / 4
+
+
 def test_batch_stream_is_seeded_resumable_and_split_across_ranks() -> None:
     n, size = 10, 3
     stream = list(itertools.islice(batch_indices(n, size, seed=5), 20))

@@ -174,7 +174,10 @@ def test_a_packed_leg_resumes_close_to_the_uninterrupted_run(train_config, tmp_p
     again = runner.invoke(app, ["checkpoint", "unpack", str(packed), str(moved)])
     assert again.exit_code != 0 and "already holds checkpoints" in str(again.exception)
 
-    leg_two = train_unet(train_config(*settings, f"run_dir={moved}", f"out={tmp_path / 'b2'}"))
+    # A resumed leg takes its weights from the checkpoint: it may name another init of the same
+    # architecture (here the finished run's output), as when leg one's init is not on this machine.
+    resumed = (f"unet={straight.out}", "unet_config=null")
+    leg_two = train_unet(train_config(*settings, *resumed, f"run_dir={moved}", f"out={tmp_path / 'b2'}"))
     assert leg_two.resumed_from == 3 and leg_two.steps == 6
     rows_a, rows_b = _rows(tmp_path / "a"), _rows(moved)
     assert [r["step"] for r in rows_b] == [str(s) for s in range(1, 7)]  # the log travelled too

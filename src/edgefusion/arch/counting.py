@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgefusion.arch.removal import plan_removal
 from edgefusion.arch.sources import resolve_source
 from edgefusion.errors import EdgefusionError
+from edgefusion.limits import check_image_size, check_traceable, size_factor
 
 #: Text length of one SD prompt (CLIP's context), used when no text-encoder config says otherwise.
 DEFAULT_TEXT_LENGTH = 77
@@ -81,11 +82,9 @@ def count_model(
     if variant is not None:
         unet_config = plan_removal(unet_config, variant).student_config
     scale_factor = vae_scale_factor(configs.get("vae"))
-    if resolution <= 0 or resolution % scale_factor:
-        raise EdgefusionError(
-            f"resolution {resolution} is not a positive multiple of the VAE's scale factor {scale_factor}"
-        )
+    check_image_size(resolution, size_factor(unet_config, scale_factor), "resolution")
     latent_size = resolution // scale_factor
+    check_traceable(latent_size, unet_config["block_out_channels"][0])
     text_length = DEFAULT_TEXT_LENGTH
     components: dict[str, ComponentCount] = {}
     if "text_encoder" in configs:

@@ -9,7 +9,6 @@ path converts with diffusers' own single-file converter against a local U-Net co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,11 +16,12 @@ from typing import Any, Literal
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from edgefusion.arch.configs import BUILTIN_COMPONENTS, BUILTIN_MODELS, builtin_config, builtin_family
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import check_safetensors, first_line, open_safetensors, read_json_file
 from edgefusion.toy.registry import PREFIX as TOY_PREFIX
 from edgefusion.toy.registry import resolve_model_path
 
@@ -78,7 +78,7 @@ def resolve_source(src: str | Path, unet_config: str | Path | None = None) -> So
         return _resolve_single_file(path, unet_config)
     if (path / "model_index.json").is_file() or (path / "unet" / "config.json").is_file():
         configs = {
-            component: _read_json(path / component / "config.json")
+            component: read_json_file(path / component / "config.json")
             for component in BUILTIN_COMPONENTS
             if (path / component / "config.json").is_file()
         }
@@ -89,7 +89,7 @@ def resolve_source(src: str | Path, unet_config: str | Path | None = None) -> So
     if (path / "config.json").is_file():
         has_weights = _has_unet_weights(path)
         kind: SourceKind = "unet" if has_weights else "config"
-        config = check_unet_config(_read_json(path / "config.json"), str(path))
+        config = check_unet_config(read_json_file(path / "config.json"), str(path))
         return Source(kind, str(path), {"unet": config}, has_weights)
     raise EdgefusionError(
         f"{path} holds neither config.json nor model_index.json: point at a diffusers U-Net, "
@@ -128,7 +128,7 @@ def load_teacher_unet(source: Source) -> UNet2DConditionModel | None:
         return UNet2DConditionModel.from_pretrained(unet_dir, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise EdgefusionError(
-            f"could not load the U-Net in {unet_dir}: {_first_line(err)}; check that its config.json "
+            f"could not load the U-Net in {unet_dir}: {first_line(err)}; check that its config.json "
             "matches its weights"
         ) from err
 
@@ -149,7 +149,7 @@ def _resolve_single_file(path: Path, unet_config: str | Path | None) -> Source:
 
 def _ldm_family(path: Path) -> str:
     """Recognize SD-v1.x or SD-v2.x from the header of an original-layout checkpoint."""
-    with _open_safetensors(path) as handle:
+    with open_safetensors(path) as handle:
         if _LDM_CROSS_ATTENTION_KEY not in handle.keys():
             raise EdgefusionError(
                 f"{path} is not a Stable Diffusion checkpoint in the original layout (no "
@@ -166,10 +166,8 @@ def _ldm_family(path: Path) -> str:
 
 def _load_single_file_unet(path: Path, config: dict[str, Any]) -> UNet2DConditionModel:
     """Convert an original-layout checkpoint's U-Net with diffusers' single-file converter."""
-    try:
-        checkpoint = load_file(path)
-    except SafetensorError as err:
-        raise _unreadable(path, err) from err
+    check_safetensors(path)
+    checkpoint = load_file(path)
     state = convert_ldm_unet_checkpoint(checkpoint, config)
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(config)
@@ -177,44 +175,18 @@ def _load_single_file_unet(path: Path, config: dict[str, Any]) -> UNet2DConditio
         unet.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise EdgefusionError(
-            f"the U-Net in {path} does not match its config ({_first_line(err)}); pass the right config"
+            f"the U-Net in {path} does not match its config ({first_line(err)}); pass the right config"
         ) from err
     return unet
-
-
-def _open_safetensors(path: Path) -> Any:
-    try:
-        return safe_open(path, framework="pt")
-    except SafetensorError as err:
-        raise _unreadable(path, err) from err
 
 
 def _stored_dtype(path: Path) -> torch.dtype | None:
     """The dtype of a safetensors file's first tensor; fails early, naming the file, when the file
     is truncated or corrupt."""
-    with _open_safetensors(path) as handle:
+    with open_safetensors(path) as handle:
         keys = list(handle.keys())
         return _SAFETENSORS_DTYPES.get(handle.get_slice(keys[0]).get_dtype()) if keys else None
 
 
-def _unreadable(path: Path, err: Exception) -> EdgefusionError:
-    return EdgefusionError(
-        f"{path} is not a readable safetensors file ({_first_line(err)}): it is truncated or corrupt; "
-        "download or export it again"
-    )
-
-
 def _has_unet_weights(folder: Path) -> bool:
     return any(any(folder.glob(pattern)) for pattern in _UNET_WEIGHTS_GLOBS)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise EdgefusionError(f"could not read {path}: {_first_line(err)}") from err
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

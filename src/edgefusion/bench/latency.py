@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from edgefusion.bench.models import PipelineParts, build_parts
 from edgefusion.errors import EdgefusionError
+from edgefusion.limits import check_image_size, size_factor
 
 BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime")
 COMPONENTS = ("text_encoder", "unet_step", "vae_decoder")
@@ -90,9 +91,7 @@ def check_backend(backend: str) -> None:
 
 def component_inputs(parts: PipelineParts, resolution: int, cfg: bool) -> dict[str, dict[str, torch.Tensor]]:
     """Random inputs of each component, named as in the ONNX export (fp32; cast by the backend)."""
-    scale = parts.vae_scale_factor * 2 ** (len(parts.unet.config.block_out_channels) - 1)
-    if resolution <= 0 or resolution % scale:
-        raise EdgefusionError(f"resolution {resolution} is not a positive multiple of {scale} for this model")
+    check_image_size(resolution, size_factor(parts.unet.config, parts.vae_scale_factor), "resolution")
     latent = resolution // parts.vae_scale_factor
     batch = 2 if cfg else 1
     width = parts.unet.config.cross_attention_dim
@@ -119,13 +118,10 @@ def torch_runners(
     parts: PipelineParts, inputs: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype
 ) -> dict[str, Callable[[], object]]:
     """One callable per component, with modules and float inputs cast to ``dtype`` (in place)."""
-    from diffusers.utils import logging
+    from edgefusion.pipeline.load import cast_
 
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # diffusers warns on any .to(dtype); for timing it is what we want
     for module in (parts.text_encoder, parts.unet, parts.vae):
-        module.to(dtype)
-    logging.set_verbosity(verbosity)
+        cast_(module, dtype)
     cast = {
         c: {k: v.to(dtype) if v.is_floating_point() else v for k, v in x.items()} for c, x in inputs.items()
     }

@@ -119,7 +119,9 @@ def filter_command(
     source: InDir,
     out: OutDir,
     config: ConfigFile = None,
-    min_side: Annotated[int | None, typer.Option(help="Minimum short side in px (paper: 300).")] = None,
+    min_side: Annotated[
+        int | None, typer.Option(help="Minimum short side in px (default: the paper's 300; 0: off).")
+    ] = None,
     max_aspect_ratio: Annotated[float | None, typer.Option(help="Largest long/short side ratio.")] = None,
     min_jpeg_quality: Annotated[int | None, typer.Option(help="Drop JPEGs saved below this quality.")] = None,
     detect_upscaling: Annotated[

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import read_config_mapping
 
 C = TypeVar("C")
 
@@ -47,18 +48,7 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any] | None, what: str) 
 
 def config_from_file(cls: type[C], path: str | Path, what: str) -> C:
     """Load ``cls`` from a YAML or JSON file."""
-    import yaml
-
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise EdgefusionError(f"cannot read {what} config {path} ({err.strerror}): check the path") from None
-    except yaml.YAMLError:
-        raise EdgefusionError(f"{path} is not valid YAML or JSON: fix the file's syntax") from None
-    if values is not None and not isinstance(values, dict):
-        raise EdgefusionError(f"{path} must hold a mapping of {what} settings")
-    return config_from_dict(cls, values, what)
+    return config_from_dict(cls, read_config_mapping(path, f"{what} config"), what)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

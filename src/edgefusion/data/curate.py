@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from edgefusion.atomic import make_output_dir
 from edgefusion.data.config import import_object, require
 from edgefusion.data.dataset import Item, iter_rows
 from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
@@ -137,10 +138,18 @@ class ReviewQueue:
     """The SQLite review queue: one row per sample, its scores, status and reviewer decision."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open (or create) the queue; a file that is no SQLite database is an error naming it."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.path.parent)
         self.db = sqlite3.connect(self.path)
-        self.db.execute(_SCHEMA)
+        try:
+            self.db.execute(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self.db.close()
+            raise EdgefusionError(
+                f"{self.path} is not a review queue ({err}): point --db at the file `edgefusion data curate` "
+                "wrote, or at a new file"
+            ) from None
 
     def close(self) -> None:
         self.db.close()

@@ -72,15 +72,5 @@ def ingest(
     Sample ids must be unique: a repeated id is rejected rather than overwriting a file.
     """
     config = config or IngestConfig()
-    items = _unique_ids(read_source(source, config.format, config.path_column, config.caption_column))
+    items = read_source(source, config.format, config.path_column, config.caption_column)
     return run_stage(IngestStage(config), items, out, options, source=str(Path(source).resolve()))
-
-
-def _unique_ids(items):
-    seen: set[str] = set()
-    for item in items:
-        if item.id in seen and item.error is None:
-            item.error = f"duplicate sample id {item.id}"
-            item.id = f"{item.id}~{len(seen)}"
-        seen.add(item.id)
-        yield item

@@ -41,6 +41,7 @@ from edgefusion.data.runner import RunOptions
 from edgefusion.data.shard import ShardConfig, shard
 from edgefusion.data.synthesize import SynthConfig, synthesize
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import read_config_mapping
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,5 @@ def run_pipeline(spec: dict[str, Any], overwrite: bool = False, progress: bool =
 
 
 def load_pipeline_file(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise EdgefusionError(f"cannot read pipeline {path} ({err.strerror}): check the path") from None
-    except yaml.YAMLError:
-        raise EdgefusionError(f"{path} is not valid YAML: fix the file's syntax") from None
-    if not isinstance(spec, dict):
-        raise EdgefusionError(f"{path} must hold a mapping with input, out and stages")
-    return spec
+    """The pipeline mapping of a YAML file (input, out, stages, run options)."""
+    return read_config_mapping(path, "pipeline file")

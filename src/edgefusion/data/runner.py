@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgefusion.atomic import make_output_dir
 from edgefusion.data.config import config_to_dict
 from edgefusion.data.dataset import (
     METADATA_FILE,
@@ -139,6 +140,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def unique_ids(items: Iterable[Item]) -> Iterator[Item]:
+    """``items`` with every repeated id rejected (and renamed ``ID~N``): a kept sample's files and
+    row are named by its id, so a second sample with the same id would silently overwrite the
+    first's file while both rows stay. Holds the ids seen (about 100 bytes per sample)."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen and item.error is None:
+            item.error = f"duplicate sample id {item.id}"
+            item.id = f"{item.id}~{len(seen)}"
+        seen.add(item.id)
+        yield item
+
+
 def chunked(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
     """(chunk index, items) in input order; chunk ``i`` always holds the same items."""
     chunk: list[Item] = []
@@ -221,7 +235,7 @@ def _check_resumable(staging: Path, fingerprint: dict[str, Any]) -> None:
                 f"{staging} holds a partial run with other settings: delete it or pass --overwrite"
             )
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(marker.parent)
     marker.write_text(json.dumps(fingerprint, indent=2), encoding="utf-8")
 
 
@@ -267,7 +281,8 @@ def run_stage(
     """Run ``stage`` over ``items`` into the folder ``out``; return its stats.
 
     A complete ``out`` is left alone (re-running skips finished work) unless ``overwrite``; a
-    partial one (``.OUT.partial`` next to it) is resumed. ``source`` names the input (recorded
+    partial one (``.OUT.partial`` next to it) is resumed. Every item ends kept or rejected with a
+    reason, once; a repeated id is rejected (:func:`unique_ids`). ``source`` names the input (recorded
     in ``stats.json``, so a run's lineage can be followed back).
     """
     options = options or RunOptions()
@@ -289,7 +304,7 @@ def run_stage(
     started = time.perf_counter()
     pending = (
         (index, chunk)
-        for index, chunk in chunked(items, options.chunk_size)
+        for index, chunk in chunked(unique_ids(items), options.chunk_size)
         if not (progress_dir / f"{index:08d}.json").exists()
     )
     fn = partial(process_chunk, stage, str(staging))

@@ -22,6 +22,10 @@ from edgefusion.toy.world import Scene
 
 def stage_dirs(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Finished stage outputs of a run, in folder-name order (the pipeline numbers them)."""
+    if not Path(run_dir).is_dir():
+        raise EdgefusionError(
+            f"run folder {run_dir} not found: give the `out` folder of `edgefusion data run`"
+        )
     found = [(p, read_stats(p)) for p in sorted(Path(run_dir).iterdir()) if (p / "stats.json").is_file()]
     if not found:
         raise EdgefusionError(f"{run_dir} holds no finished stage outputs (no */stats.json)")

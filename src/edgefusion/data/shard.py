@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefusion.atomic import make_output_dir
 from edgefusion.data.config import config_to_dict, require
 from edgefusion.data.dataset import REJECTS_FILE, Item, dataset_size, iter_rows, read_dataset, read_stats
 from edgefusion.data.runner import reason_kind
@@ -84,9 +85,9 @@ def shard(
         return read_stats(out)
     if overwrite and out.exists():
         shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILE).exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).exists():
         raise EdgefusionError(f"{out} exists and holds no shards: choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     entries = []
     batch: list[Item] = []
     index = 0

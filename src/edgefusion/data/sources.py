@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,10 @@ def detect_format(path: Path) -> str:
             return "imagefolder"
         if any(p.suffix == ".tar" for p in path.iterdir()):
             return "webdataset"
+        if any(
+            Path(name).suffix.lower() in IMAGE_EXTENSIONS for _, _, files in os.walk(path) for name in files
+        ):
+            return "imagefolder"  # images in subfolders only (img2dataset's layout)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
@@ -64,17 +69,35 @@ def read_source(
 
 def read_imagefolder(folder: Path) -> Iterator[Item]:
     """An imagefolder with ``metadata.jsonl``, or plain images with optional same-name ``.txt``
-    captions (the img2dataset layout), in file-name order."""
+    captions (the img2dataset layout, which shards images into subfolders), in path order.
+
+    Images in subfolders are samples like the others (id: their path, ``sub/a.png`` -> ``sub_a``),
+    so every image under ``folder`` ends up kept or rejected with a reason, none skipped unseen.
+    """
     if (folder / METADATA_FILE).exists():
         yield from read_dataset(folder)
         return
-    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-        path, unsafe = member_path(folder, image.name)
-        item = Item(id=safe_id(image.stem), row={"source": image.name}, path=path and str(path), error=unsafe)
+    for image in _images_under(folder):
+        name = image.relative_to(folder).as_posix()
+        path, unsafe = member_path(folder, name)
+        item_id = safe_id(name.rsplit(".", 1)[0])
+        item = Item(id=item_id, row={"source": name}, path=path and str(path), error=unsafe)
         sidecar = image.with_suffix(".txt")
         if sidecar.exists():
             _set_caption(item, sidecar.read_bytes(), sidecar.name)
         yield item
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files under ``folder`` and its subfolders (symlinked folders are not followed: they
+    may lead out of it), sorted by path."""
+    images = [
+        Path(root) / name
+        for root, _, files in os.walk(folder)
+        for name in files
+        if Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    return sorted(images, key=lambda path: path.relative_to(folder).parts)
 
 
 def _set_caption(item: Item, raw: bytes, where: str) -> None:

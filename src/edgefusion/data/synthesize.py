@@ -8,6 +8,7 @@ uses seed ``seed + i`` and its own generator, so images do not depend on batchin
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,8 @@ from edgefusion.data.prompts import (
 )
 from edgefusion.data.runner import Outcome, RunOptions, run_stage
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import check_model_folder
+from edgefusion.toy.registry import resolve_model_path
 
 PROMPT_SOURCES = ("toy", "templates", "file")
 RENDERER = "toy:render"
@@ -61,6 +64,7 @@ class SynthConfig:
         require(
             self.steps >= 1 and self.batch_size >= 1 and self.size >= 8, "steps, batch_size, size too small"
         )
+        require(self.guidance is None or math.isfinite(self.guidance), "guidance must be a finite number")
 
 
 def make_prompts(config: SynthConfig) -> list[str]:
@@ -158,6 +162,8 @@ class SynthStage:
 def synthesize(out: str | Path, config: SynthConfig | None = None, options: RunOptions | None = None) -> dict:
     """Generate ``config.n`` image-text pairs into the dataset folder ``out``."""
     config = config or SynthConfig()
+    if config.generator != RENDERER:  # a corrupt model fails here, before a run folder exists
+        check_model_folder(resolve_model_path(config.generator))
     items = (
         Item(id=f"{i:08d}", row={"prompt": prompt, "seed": config.seed + i})
         for i, prompt in enumerate(make_prompts(config))

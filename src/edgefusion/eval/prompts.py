@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import read_text_file
+from edgefusion.limits import check_limit
 from edgefusion.paths import member_path
 
 #: Columns (or JSON keys) read as the prompt, in order of preference.
@@ -25,24 +27,36 @@ class PromptRow:
     file_name: str | None = None
 
 
-def _from_records(records: list[dict], path: Path) -> list[PromptRow]:
+def _from_records(records: list, path: Path) -> list[PromptRow]:
+    """Prompt rows of table or JSONL records; a row that is no mapping, has no prompt text or names
+    its image with something other than a string is an error naming the row."""
     if not records:
         return []
+    if not isinstance(records[0], dict):
+        raise EdgefusionError(f"{path} row 1 is not an object with a text field: {records[0]!r}")
     field = next((f for f in TEXT_FIELDS if f in records[0]), None)
     if field is None:
         raise EdgefusionError(
             f"{path} has no prompt column: name one of {', '.join(TEXT_FIELDS)} "
             f"(found {', '.join(records[0])})"
         )
-    return [PromptRow(str(r[field]), r.get("file_name") or None) for r in records]
+    rows = []
+    for number, record in enumerate(records, start=1):
+        text = record.get(field) if isinstance(record, dict) else None
+        file_name = record.get("file_name") if isinstance(record, dict) else None
+        if not isinstance(text, str) or not isinstance(file_name, str | None):
+            raise EdgefusionError(
+                f"{path} row {number} needs a text {field!r} and, if any, a file_name string: {record!r}"
+            )
+        rows.append(PromptRow(text, file_name or None))
+    return rows
 
 
 def read_prompts(path: str | Path, limit: int | None = None) -> list[PromptRow]:
     """Prompts of ``path`` (``.csv``, ``.jsonl``, else one prompt per non-empty line), first ``limit``."""
+    check_limit(limit, "the number of prompts")
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise EdgefusionError(f"prompt file {path} not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "prompt file")
     if path.suffix == ".csv":
         rows = _from_records(list(csv.DictReader(text.splitlines())), path)
     elif path.suffix == ".jsonl":
@@ -55,7 +69,7 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[PromptRow]:
         rows = [PromptRow(line.strip()) for line in text.splitlines() if line.strip()]
     if not rows:
         raise EdgefusionError(f"prompt file {path} has no prompts")
-    return rows[:limit] if limit else rows
+    return rows[:limit]
 
 
 def image_names(rows: list[PromptRow], n: int, folder: Path | None = None) -> list[str]:

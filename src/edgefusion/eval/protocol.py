@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
+from edgefusion.atomic import make_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.eval.clip import DEFAULT_OPEN_CLIP_ARCH, load_clip
 from edgefusion.eval.fid import feature_statistics, frechet_distance
@@ -138,7 +139,7 @@ def compute_statistics(
     mu, sigma = feature_statistics(features)
     arrays = {"mu": mu, "sigma": sigma} | ({"features": features.astype(np.float32)} if keep_features else {})
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out.parent)
     staging = out.with_name(f".{out.name}.partial.npz")
     np.savez(staging, **arrays)
     os.replace(staging, out)
@@ -195,13 +196,13 @@ def evaluate(config: EvalConfig, inception: nn.Module | None = None) -> dict:
     clip = load_clip(config.clip, config.clip_arch) if config.clip else None
     toy_evaluator = None
     if toy:
-        from edgefusion.eval.toy import ToyEvaluator, parse_prompts
+        from edgefusion.eval.toy import ToyEvaluator, check_toy_prompts
 
-        parse_prompts([r.text for r in rows])  # fail before generating, not after
+        check_toy_prompts([r.text for r in rows for _ in range(config.n)])  # fail before generating
         toy_evaluator = ToyEvaluator()
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     if config.images is None:
         folder = out / "images"
         generate_images(config, [r.text for r in rows], folder)

@@ -86,13 +86,30 @@ class ToyEvaluator:
 
 
 def parse_prompts(prompts: list[str]) -> list[Scene]:
-    """Scenes of toy prompts; a clear error names the first prompt the grammar cannot read."""
+    """Scenes of toy prompts; a clear error names the first prompt the grammar cannot read, or that
+    names no background (its image, and the reference render, need one)."""
     scenes = []
     for i, p in enumerate(prompts):
         scene = parse(p)
         if scene is None:
             raise EdgefusionError(f"prompt {i + 1} is not a shapes-world prompt: {p!r}")
+        if not scene.background:
+            raise EdgefusionError(
+                f"prompt {i + 1} names no background: {p!r}; shapes-world prompts end 'on a COLOR background'"
+            )
         scenes.append(scene)
+    return scenes
+
+
+def check_toy_prompts(prompts: list[str]) -> list[Scene]:
+    """The scenes of prompts the toy metrics can score; refuses the others before any image is
+    generated: each must parse (:func:`parse_prompts`), and FID_toy compares feature covariances,
+    which takes at least 2 images."""
+    scenes = parse_prompts(prompts)
+    if len(prompts) < 2:
+        raise EdgefusionError(
+            f"the toy metrics need at least 2 prompts (FID_toy compares covariances), got {len(prompts)}"
+        )
     return scenes
 
 
@@ -125,7 +142,7 @@ def score_images(
     images: torch.Tensor, prompts: list[str], evaluator: ToyEvaluator, reference_seed: int = _REFERENCE_SEED
 ) -> dict:
     """All toy metrics of ``images`` (in [0, 1]) generated for ``prompts``."""
-    scenes = parse_prompts(prompts)
+    scenes = check_toy_prompts(prompts)
     rows = score_predictions(scenes, evaluator.predict(images))
     one = [r for r, s in zip(rows, scenes, strict=True) if s.layout == "single"]
     two = [r for r, s in zip(rows, scenes, strict=True) if s.layout != "single"]
@@ -164,7 +181,7 @@ def evaluate_toy_model(
 
     if steps is not None and steps < 1:
         raise EdgefusionError(f"steps must be >= 1, got {steps}")
-    parse_prompts(prompts)  # fail before generating, not after
+    check_toy_prompts(prompts)  # fail before generating, not after
     pipe = load_generation_pipeline(model, backend, scheduler)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
     seeds = [seed + i for i in range(len(prompts))]

@@ -35,16 +35,17 @@ def export_command(
     """Export text encoder, U-Net and VAE decoder to ONNX, for onnxruntime and NPU toolchains."""
     from edgefusion.errors import EdgefusionError
     from edgefusion.export.onnx import export_pipeline
+    from edgefusion.quant.quantize import ReportSettings
 
     if format != "onnx":
         raise EdgefusionError(f"unknown export format {format!r}; only onnx is supported")
+    # The report settings are checked before the export, not after it.
+    settings = ReportSettings(num_prompts=prompts, steps=steps, guidance=guidance)
     export_pipeline(src, out, precision, height=size, width=size, overwrite=overwrite)
     console.print(f"wrote [bold]{out}[/] (text_encoder, unet, vae_decoder; {precision})")
     if report:
         from edgefusion.export.report import export_report
-        from edgefusion.quant.quantize import ReportSettings
 
-        settings = ReportSettings(num_prompts=prompts, steps=steps, guidance=guidance)
         typer.echo(json.dumps(export_report(src, out, settings)))
 
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
+from edgefusion.limits import check_image_size
 from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.toy.registry import resolve_model_path
 
@@ -86,9 +87,11 @@ def export_pipeline(
     """Export pipeline ``src`` (a diffusers folder, ``toy:NAME``, or a tiled folder) to ``out``.
 
     ``height``/``width`` (pixels) only set the example input the graphs are traced with (and the
-    fixed U-Net size of a tiled model); by default the U-Net config's ``sample_size``.
+    fixed U-Net size of a tiled model); by default the model's native size. Either must be a
+    positive multiple of the model's size factor (:func:`edgefusion.limits.size_factor`).
     """
-    from edgefusion.pipeline.load import load_pipeline
+    from edgefusion.pipeline.load import cast_, load_pipeline
+    from edgefusion.pipeline.sampling import check_sampling_memory, native_size, pipeline_size_factor
     from edgefusion.quant.io import is_quantized_folder
     from edgefusion.quant.w8a16 import W8A16Config
     from edgefusion.tiling.layers import TILING_FILE, read_tiling, tile_attention_
@@ -107,12 +110,15 @@ def export_pipeline(
     if tiling:
         tile_attention_(pipe.unet, tiling)
         planned = json.loads((path / "unet" / TILING_FILE).read_text())["resolution"]
-        height, width = height or planned, width or planned
+        height, width = planned if height is None else height, planned if width is None else width
     _check_exportable(pipe)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     scale = pipe.vae_scale_factor
-    latent_h = (height or pipe.unet.config.sample_size * scale) // scale
-    latent_w = (width or pipe.unet.config.sample_size * scale) // scale
+    factor = pipeline_size_factor(pipe)
+    height = native_size(pipe) if height is None else check_image_size(height, factor, "--size")
+    width = native_size(pipe) if width is None else check_image_size(width, factor, "--size")
+    check_sampling_memory(pipe, 1, height, width)
+    latent_h, latent_w = height // scale, width // scale
     cond_dim = pipe.unet.config.time_cond_proj_dim
     text_len = pipe.tokenizer.model_max_length
     with atomic_output_dir(out, overwrite) as staging:
@@ -120,7 +126,7 @@ def export_pipeline(
         pipe.scheduler.save_pretrained(staging / "scheduler")
         side_dtype = torch.float16 if precision == "fp16" else torch.float32
         _export(
-            _TextEncoder(pipe.text_encoder.to(side_dtype)),
+            _TextEncoder(cast_(pipe.text_encoder, side_dtype)),
             (torch.ones(1, text_len, dtype=torch.long),),
             staging / "text_encoder" / "model.onnx",
             ["input_ids"],
@@ -129,7 +135,7 @@ def export_pipeline(
         )
         quant_config = W8A16Config() if precision == "w8a16" else None
         export_unet(
-            pipe.unet.to(dtype),
+            cast_(pipe.unet, dtype),
             staging / "unet" / "model.onnx",
             (latent_h, latent_w),
             text_len,
@@ -137,7 +143,7 @@ def export_pipeline(
             quant_config=quant_config,
         )
         _export(
-            _VaeDecoder(pipe.vae.to(side_dtype)),
+            _VaeDecoder(cast_(pipe.vae, side_dtype)),
             (torch.randn(1, pipe.vae.config.latent_channels, latent_h, latent_w, dtype=side_dtype),),
             staging / "vae_decoder" / "model.onnx",
             ["latent_sample"],
@@ -162,6 +168,7 @@ def export_pipeline(
             else str(dtype).removeprefix("torch."),
             "quantization": quant_config.to_dict() if quant_config else None,
             "vae_scale_factor": scale,
+            "size_factor": factor,
             "vae_scaling_factor": pipe.vae.config.scaling_factor,
             "latent_channels": pipe.vae.config.latent_channels,
             "text_max_length": text_len,

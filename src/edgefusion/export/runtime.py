@@ -47,7 +47,9 @@ class OrtSession:
 class OnnxStableDiffusionPipeline:
     """Text-to-image from an export folder written by :func:`~edgefusion.export.onnx.export_pipeline`.
 
-    ``is_lcm`` and ``default_size`` tell ``edgefusion generate`` how to sample and what size to use.
+    ``is_lcm`` and ``default_size`` tell ``edgefusion generate`` how to sample and what size to use;
+    ``size_factor`` is the step of the sizes the graphs take (exports from before it was recorded:
+    the VAE's factor).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
@@ -69,6 +71,7 @@ class OnnxStableDiffusionPipeline:
         self.is_lcm = "timestep_cond" in self.unet.input_types
         self.vae_scale_factor = self.info["vae_scale_factor"]
         self.default_size = self.info["sample_size"][0] * self.vae_scale_factor
+        self.size_factor = self.info.get("size_factor", self.vae_scale_factor)
         self.config = SimpleNamespace(**self.info)
 
     def set_progress_bar_config(self, **kwargs) -> None:

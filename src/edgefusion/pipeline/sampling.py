@@ -1,12 +1,17 @@
 """Batched, seeded image generation with a diffusers SD pipeline.
 
 Image ``i`` uses its own generator seeded with ``seeds[i]``, so an image does not depend on the
-batch it was generated in: resumed or re-batched runs give the same pixels.
+batch it was generated in: resumed or re-batched runs give the same pixels. Every sampling
+command (generate, eval, toy eval, synthesize, the quantize and export reports) comes through
+:func:`generate_tensors`, so the checks of a request (finite guidance, seeds in range, an image
+size the model takes and that fits in memory) hold for all of them.
 """
 
 from __future__ import annotations
 
 import torch
+
+from edgefusion.limits import check_fits_in_memory, check_guidance, check_seeds, size_factor
 
 
 def generate_tensors(
@@ -22,6 +27,11 @@ def generate_tensors(
     """Images in [0, 1], shape (N, 3, H, W), one per (prompt, seed)."""
     if len(prompts) != len(seeds):
         raise ValueError("need one seed per prompt")
+    check_guidance(guidance)
+    for seed in seeds:
+        check_seeds(seed, 1)
+    side = native_size(pipe)
+    check_sampling_memory(pipe, min(batch_size, len(prompts)), height or side, width or side)
     out = []
     for i in range(0, len(prompts), batch_size):
         gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch_size]]
@@ -37,3 +47,43 @@ def generate_tensors(
             ).images
         out.append(images.float().cpu())
     return torch.cat(out)
+
+
+def native_size(pipe) -> int:
+    """The image side the model was made for (an onnxruntime pipeline states it as ``default_size``)."""
+    if getattr(pipe, "default_size", None):
+        return int(pipe.default_size)
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def pipeline_size_factor(pipe) -> int:
+    """The step of the image sides ``pipe`` takes (:func:`edgefusion.limits.size_factor`); an
+    onnxruntime pipeline states it in its export info."""
+    unet_config = getattr(pipe.unet, "config", None)
+    if unet_config is None:
+        return int(pipe.size_factor)
+    return size_factor(unet_config, int(pipe.vae_scale_factor))
+
+
+def sampling_bytes(pipe, batch: int, height: int, width: int) -> int:
+    """A lower bound of the memory one pipeline call takes beyond the weights, in 16-bit elements
+    (no pipeline computes in fewer): the VAE decoder's widest full-resolution feature maps (two
+    alive at once, a convolution's input and output), the U-Net's first-level maps for the
+    conditional and unconditional halves, and the images returned."""
+    pixels = batch * height * width
+    latent_pixels = pixels // int(pipe.vae_scale_factor) ** 2
+    vae_config = getattr(getattr(pipe, "vae", None), "config", None)  # onnxruntime: no configs
+    unet_config = getattr(pipe.unet, "config", None)
+    vae_channels = vae_config.block_out_channels[0] if vae_config is not None else 0
+    unet_channels = unet_config.block_out_channels[0] if unet_config is not None else 0
+    return 2 * (2 * vae_channels * pixels + 2 * 2 * unet_channels * latent_pixels + 3 * pixels)
+
+
+def check_sampling_memory(pipe, batch: int, height: int, width: int) -> None:
+    """Refuse a call of ``pipe`` on ``batch`` images of ``height`` x ``width`` that cannot fit in
+    the available memory, before anything is allocated."""
+    check_fits_in_memory(
+        sampling_bytes(pipe, batch, height, width),
+        f"sampling {batch} image(s) of {width}x{height} px at a time",
+        "lower the size or the batch size",
+    )

@@ -51,8 +51,10 @@ def is_quantized_folder(path: str | Path) -> bool:
 def save_quantized_pipeline(pipe, out: Path, config: W8A16Config) -> None:
     """Write ``pipe`` (U-Net already quantized with ``config``) into the empty folder ``out``."""
     unet = pipe.unet
-    pipe.text_encoder.to(torch.float16)
-    pipe.vae.to(torch.float16)
+    from edgefusion.pipeline.load import cast_
+
+    cast_(pipe.text_encoder, torch.float16)
+    cast_(pipe.vae, torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)
     unet_dir = out / "unet"
     for stale in unet_dir.glob("diffusion_pytorch_model*"):

@@ -16,6 +16,7 @@ import torch
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.generate import sampling_defaults
+from edgefusion.limits import check_guidance, check_limit
 from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.quant.io import (
     ACTIVATION_RANGES,
@@ -37,6 +38,14 @@ class ReportSettings:
     seed: int = 0
     batch_size: int = 50
     prompts_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings the report would fail on only after the export or quantization."""
+        check_limit(self.num_prompts, "--prompts")
+        if self.steps is not None and self.steps < 1:
+            raise EdgefusionError(f"--steps must be at least 1, got {self.steps}")
+        if self.guidance is not None:
+            check_guidance(self.guidance)
 
     def prompts(self) -> list[str]:
         from edgefusion.eval.prompts import read_prompts

@@ -167,6 +167,7 @@ def quantize_(model: nn.Module, config: W8A16Config, filter_fn: FilterFn | None 
         raise EdgefusionError(
             "this model is already W8A16-quantized; quantize the fp32/fp16 original instead"
         )
+    _check_skip_names(model, config.skip)
     chosen = filter_fn or default_filter
     targets = [
         (name, module)
@@ -187,3 +188,16 @@ def quantize_(model: nn.Module, config: W8A16Config, filter_fn: FilterFn | None 
             if buffer.is_floating_point() and bname != "weight_scale":
                 setattr(module, bname, buffer.to(config.dtype))
     return model
+
+
+def _check_skip_names(model: nn.Module, skip: tuple[str, ...]) -> None:
+    """Refuse ``skip`` names that match no Conv2d or Linear of ``model``: a typo would silently
+    quantize the layer the user meant to keep in 16 bits."""
+    layers = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d | nn.Linear)]
+    unknown = sorted(set(skip) - set(layers))
+    if unknown:
+        examples = ", ".join([*layers[:3], *layers[-2:]])
+        raise EdgefusionError(
+            f"skip (--keep-16bit) names no Conv2d or Linear layer of this model: {', '.join(unknown)}; "
+            f"layer names are fully qualified, e.g. {examples}"
+        )

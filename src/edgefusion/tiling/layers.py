@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.limits import check_image_size, check_traceable, size_factor
 from edgefusion.tiling.planner import AttentionShape, TilePlan, plan_tiles
 from edgefusion.tiling.processor import TiledAttnProcessor
 
@@ -55,9 +56,9 @@ def attention_shapes(
     """``{processor name: (q_len, kv_len, heads, head_dim)}`` for one U-Net call at ``resolution`` px."""
     from diffusers import UNet2DConditionModel
 
-    if resolution % vae_scale:
-        raise EdgefusionError(f"resolution {resolution} is not a multiple of the VAE factor {vae_scale}")
+    check_image_size(resolution, size_factor(unet_config, vae_scale), "resolution")
     latent = resolution // vae_scale
+    check_traceable(latent, unet_config["block_out_channels"][0])
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
     seen: dict[str, tuple[int, int, int, int]] = {}

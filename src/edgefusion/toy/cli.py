@@ -43,16 +43,11 @@ def train_command(
     `edgefusion train` on them. To retrain only the teacher on the shipped encoders, run
     `edgefusion train --config configs/toy/teacher.yaml` (docs/results/teacher.md).
     """
-    import yaml
-
     from edgefusion.errors import EdgefusionError
+    from edgefusion.inputs import read_config_mapping
     from edgefusion.toy.train import ToyTrainConfig, train_toy_world
 
-    overrides = {}
-    if config is not None:
-        if not config.exists():
-            raise EdgefusionError(f"config file {config} not found")
-        overrides = yaml.safe_load(config.read_text()) or {}
+    overrides = read_config_mapping(config, "toy training config") if config is not None else {}
     try:
         cfg = ToyTrainConfig.from_dict(overrides)
     except TypeError as err:
@@ -84,7 +79,7 @@ def eval_command(
         str | None, typer.Option(help="pndm, ddim, dpm, euler, lcm (default: the model's).")
     ] = None,
     backend: Annotated[str, typer.Option(help="torch, or onnxruntime for an export folder.")] = "torch",
-    limit: Annotated[int | None, typer.Option(help="Score only the first N prompts.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N prompts (N >= 1).")] = None,
     renders: Annotated[
         bool, typer.Option(help="Score renders of the prompts instead (the ceiling).")
     ] = False,
@@ -94,7 +89,7 @@ def eval_command(
     from edgefusion.eval.toy import ToyEvaluator, evaluate_toy_model, render_prompts, score_images
     from edgefusion.toy.prompts import EVAL_PROMPTS_PATH, load_prompts
 
-    texts = load_prompts(prompts or EVAL_PROMPTS_PATH)[:limit]
+    texts = load_prompts(prompts or EVAL_PROMPTS_PATH, limit)
     if renders:
         result = score_images(render_prompts(texts, seed=seed + 1), texts, ToyEvaluator())
         result["settings"] = {"model": "renders", "seed": seed}

@@ -11,6 +11,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import read_text_file
+from edgefusion.limits import check_limit
 from edgefusion.toy.captions import canonical_caption
 from edgefusion.toy.world import HELD_OUT_COMBOS, POSITIONS, SIZES, Scene, ShapeObject, sample_scene
 
@@ -52,8 +55,14 @@ def make_val_prompts() -> list[str]:
     return make_eval_prompts(120, 80, seed=7, exclude=frozenset(make_eval_prompts()))
 
 
-def load_prompts(path: str | Path = EVAL_PROMPTS_PATH) -> list[str]:
-    """Prompts of a text file, one per line (blank lines and ``#`` comments skipped); ``eval`` and
-    ``val`` name the shipped sets."""
-    lines = Path(PROMPT_SETS.get(str(path), path)).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+def load_prompts(path: str | Path = EVAL_PROMPTS_PATH, limit: int | None = None) -> list[str]:
+    """The first ``limit`` (default: all) prompts of a text file, one per line (blank lines and
+    ``#`` comments skipped); ``eval`` and ``val`` name the shipped sets. A missing, binary or
+    empty file is an error."""
+    check_limit(limit)
+    path = Path(PROMPT_SETS.get(str(path), path))
+    lines = read_text_file(path, "prompt file").splitlines()
+    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not prompts:
+        raise EdgefusionError(f"prompt file {path} holds no prompts")
+    return prompts[:limit]

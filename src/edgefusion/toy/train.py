@@ -411,7 +411,14 @@ def teacher_config(cfg: ToyTrainConfig, stage_dir: Path, encoders: Path, data: P
         caption_dropout=cfg.caption_dropout,
         guidance_scale=cfg.guidance_scale,
         save_dtype="float16",
-        data=DataConfig(path=str(data), cache=str(stage_dir / "cache"), resolution=cfg.sizes.image_size),
+        # Posterior means: the toy VAE's posterior std is a fifth of the latents' spread, noise
+        # the U-Net cannot predict (the teacher's results page measures what sampling it costs).
+        data=DataConfig(
+            path=str(data),
+            cache=str(stage_dir / "cache"),
+            resolution=cfg.sizes.image_size,
+            sample_posterior=False,
+        ),
         train=LoopConfig(
             steps=cfg.unet_steps,
             batch_size=cfg.unet_batch,

@@ -110,7 +110,8 @@ def _print_report(verb: str, report: Any) -> None:
         return
     skipped = ", ".join(f"{count} {reason}" for reason, count in report.skipped.items())
     losses = ", ".join(f"{name} {value:.4g}" for name, value in report.last_losses.items() if "/" not in name)
-    console.print(f"[green]{verb}[/] {report.steps} steps in {report.seconds:.0f} s (last: {losses})")
+    last = f" (last: {losses})" if losses else " (nothing left to train: the output was written)"
+    console.print(f"[green]{verb}[/] {report.steps} steps in {report.seconds:.0f} s{last}")
     console.print(f"skipped samples: {skipped}; run folder {report.run_dir}; wrote [bold]{report.out}[/]")
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import read_config_mapping
 
 C = TypeVar("C")
 
@@ -34,6 +35,10 @@ class DataConfig:
     folder of shards. ``cache``: a folder for VAE latents and text embeddings, built on first use
     with the frozen VAE and text encoder and reused while they and the data are unchanged.
     ``resolution``: image side in pixels; None takes the teacher pipeline's native size.
+    ``sample_posterior``: train on latents sampled from each image's VAE posterior (SD's and
+    BK-SDM's way); false trains on the posterior means. SD's VAE has a posterior so narrow that the
+    two agree; a VAE whose posterior std is a sizeable share of the latents' spread (the toy VAE's
+    is a fifth) adds that noise to every target, which the model cannot predict.
     """
 
     path: str = ""
@@ -42,6 +47,7 @@ class DataConfig:
     cache: str | None = None
     cache_shard_size: int = 1024
     num_workers: int = 0
+    sample_posterior: bool = True
 
     def __post_init__(self) -> None:
         _check(self.resolution is None or self.resolution >= 8, "data.resolution must be at least 8")
@@ -138,15 +144,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
     """The config in the YAML/JSON file ``path`` (defaults where None), then ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as err:
-            raise EdgefusionError(f"could not read config file {path}: {err.strerror or err}") from err
-        except yaml.YAMLError as err:
-            raise EdgefusionError(f"config file {path} is not valid YAML: {err}") from err
+    data = read_config_mapping(path, "config file") if path is not None else {}
     return config_from_dict(cls, apply_overrides(data, overrides))
 
 

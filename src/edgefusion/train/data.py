@@ -8,7 +8,7 @@ used are skipped and counted, never fatal: ``missing`` (listed but absent), ``co
 folder: absolute, ``..`` or a symlink out; never read).
 
 The VAE and text encoder are frozen in distillation, so their outputs can be computed once: the
-optional cache stores each image's scaled VAE posterior (mean and std, so training still samples
+optional cache stores each image's scaled VAE posterior (mean and std, so training can still sample
 latents as BK-SDM does) and each caption's text embedding as safetensors shards. Training from
 the cache skips both encoders.
 
@@ -244,6 +244,7 @@ class TrainingData:
     uncond_embeds: torch.Tensor
     skipped: Counter[str]
     encoders: FrozenEncoders | None
+    sample_posterior: bool = True
 
     def skip_counts(self, corrupt_in_stream: int) -> dict[str, int]:
         """Samples skipped per reason: those indexing dropped, plus the corrupt ones the training
@@ -256,12 +257,15 @@ class TrainingData:
     def latents_and_text(
         self, batch: dict[str, Any], gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled latents sampled from each image's VAE posterior, and the caption embeddings."""
+        """Scaled latents (sampled from each image's VAE posterior, or its mean) and the caption
+        embeddings."""
         if self.encoders is None:
             mean, std, text = batch["latent_mean"], batch["latent_std"], batch["text_embeds"]
         else:
             mean, std = encode_images(self.encoders.vae, batch["pixel_values"])
             text = encode_text(self.encoders.tokenizer, self.encoders.text_encoder, batch["text"])
+        if not self.sample_posterior:
+            return mean.float(), text.float()
         noise = torch.randn(mean.shape, generator=gen).to(mean.device)
         return (mean.float() + std.float() * noise), text.float()
 
@@ -361,7 +365,9 @@ def prepare_training_data(
     if cfg.cache is None:
         encoders = load_frozen_encoders(pipeline, accelerator.device, dtype)
         uncond = encode_text(encoders.tokenizer, encoders.text_encoder, [""]).float()
-        return TrainingData(ImageTextDataset(refs, resolution), uncond, skipped, encoders)
+        return TrainingData(
+            ImageTextDataset(refs, resolution), uncond, skipped, encoders, cfg.sample_posterior
+        )
     cache_dir = Path(cfg.cache)
     fingerprint = cache_fingerprint(cfg, refs, pipeline, resolution)
     with accelerator.main_process_first():
@@ -379,7 +385,13 @@ def prepare_training_data(
                 cfg.num_workers,
             )
     uncond = _read_tensor(cache_dir / CACHE_UNCOND, "text_embeds").float().to(accelerator.device)
-    return TrainingData(LatentCacheDataset(cache_dir, manifest), uncond, Counter(manifest["skipped"]), None)
+    return TrainingData(
+        LatentCacheDataset(cache_dir, manifest),
+        uncond,
+        Counter(manifest["skipped"]),
+        None,
+        cfg.sample_posterior,
+    )
 
 
 def cache_fingerprint(cfg: DataConfig, refs: list[SampleRef], pipeline: Path, resolution: int) -> str:

@@ -34,7 +34,7 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.train.config import DataConfig, LoopConfig
 from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA
-from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
+from edgefusion.train.loop import RESUMABLE_KEYS, frozen_dtype, make_accelerator, open_run, train
 from edgefusion.train.models import (
     check_conditioning,
     check_stage_paths,
@@ -56,6 +56,9 @@ class DenoiseConfig:
     - ``unet``: the initial weights (fine-tuning), or null to start from ``unet_config``.
     - ``unet_config``: a diffusers ``UNet2DConditionModel`` ``config.json`` for a randomly
       initialized U-Net (training from scratch).
+      A resumed run takes its weights from its checkpoint, so these two may then change to any
+      source of the same architecture (e.g. the config file, when the init folder of a packed
+      leg's first run is not on this machine).
     - ``caption_dropout``: fraction of captions replaced by the empty prompt (10% in SD).
     - ``min_snr_gamma``: Min-SNR-gamma loss weights, or null for plain MSE. On a zero-terminal-SNR
       schedule they give the pure-noise step weight 0, the step that reads the caption's colours.
@@ -181,7 +184,12 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
     inputs = [config.pipeline, config.unet, config.data.path]
     check_stage_paths(out, run_dir, config.overwrite, inputs)
     accelerator = make_accelerator(config.train, run_dir)
-    open_run(run_dir, config, write=accelerator.is_main_process)
+    open_run(
+        run_dir,
+        config,
+        write=accelerator.is_main_process,
+        may_change=(*RESUMABLE_KEYS, "unet", "unet_config"),
+    )
     dtype = frozen_dtype(accelerator)
 
     # 2. The pipeline: text encoder, VAE, tokenizer, and the training noise schedule.
@@ -195,7 +203,7 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
     data = prepare_training_data(config.data, pipeline, accelerator, dtype)
     check_conditioning(unet, unet, data.uncond_embeds)
 
-    # 5. The objective of one micro-batch: latents from the VAE posterior, captions dropped to
+    # 5. The objective of one micro-batch: latents from the VAE posterior (or its mean), captions dropped to
     #    the empty prompt at ``caption_dropout``, then the denoising loss.
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         latents, text = data.latents_and_text(batch, gen)
@@ -229,6 +237,7 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
             "init": config.unet or f"random weights from {config.unet_config}",
             "prediction_type": noise_scheduler.config.prediction_type,
             "min_snr_gamma": config.min_snr_gamma,
+            "sample_posterior": config.data.sample_posterior,
             "guidance_scale": config.guidance_scale,
             "steps": result.steps,
             "seed": config.train.seed,

@@ -23,6 +23,7 @@ from edgefusion.arch.sources import load_teacher_unet, resolve_source
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.paths import check_output_apart
+from edgefusion.pipeline.load import cast_
 from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.toy.registry import resolve_model_path
 from edgefusion.train.config import save_config
@@ -128,7 +129,7 @@ def save_student_pipeline(
     with atomic_output_dir(out, overwrite) as staging:
         copy_pipeline_without_unet(pipeline, staging)
         if unet.dtype != dtype:
-            unet.to(dtype)
+            cast_(unet, dtype)
         unet.save_pretrained(staging / "unet")
         record = {**provenance, "edgefusion_version": __version__}
         (staging / "unet" / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
