@@ -1,7 +1,7 @@
 """Write an output folder all at once: build it under a temporary name, then rename it.
 
 A crash or an error half-way through a save must never leave a folder that looks like a model
-but is not one (DESIGN.md: stages hand off through folders on disk).
+but is not one (stages hand off through folders on disk, so a folder that exists is taken as finished).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 from edgefusion.arch import count_model
 from edgefusion.errors import EdgefusionError
 
-# BK-SDM's MACs for one U-Net call on a 64x64 latent (512 px), batch 1 (facts.md).
+# BK-SDM's MACs for one U-Net call on a 64x64 latent (512 px), batch 1 (the BK-SDM paper).
 SD_V14_UNET_MACS = {None: 338.7e9, "base": 223.8e9, "small": 217.7e9, "tiny": 205.0e9}
 
 
@@ -24,7 +24,7 @@ def test_sd_v14_components_at_512px() -> None:
     assert unet.params == 859_520_964
     assert unet.attention_macs == pytest.approx(63e9, rel=0.05)
     assert text.params == 123_060_480  # CLIP ViT-L/14 text tower
-    assert decoder.params == pytest.approx(49.5e6, rel=0.005)  # facts.md: the SD decoder
+    assert decoder.params == pytest.approx(49.5e6, rel=0.005)  # the SD decoder's published size
     assert decoder.macs > 3 * unet.macs  # the decoder dominates a 1-2 step image
 
 

@@ -1,7 +1,7 @@
 """``compress``: build a BK-SDM student U-Net and initialize it from its teacher.
 
 BK-SDM (Kim et al. 2023) initializes every student tensor from the teacher tensor its removal
-plan maps it to (facts.md: same-named tensors, with the up-block remaps); the student then
+plan maps it to (same-named tensors, with the up-block remaps, as BK-SDM's release does); the student then
 recovers through distillation (``edgefusion.train.kd``). The output
 is a standard diffusers folder, so ``UNet2DConditionModel.from_pretrained`` or
 ``StableDiffusionPipeline.from_pretrained`` loads it.

@@ -3,8 +3,8 @@
 Latency does not depend on weight values, so the paper's architectures are built from the shipped
 configs with random weights at any resolution, and no checkpoint is needed: SD-v1.4, SD-v2.1-base,
 BK-SDM Base/Small/Tiny cut from SD-v1.4 (``compress``), and EdgeFusion-Tiny, BK-SDM-Tiny with the
-LCM guidance embedding (``time_cond_proj_dim=256``, facts.md). Any pipeline folder or ``toy:NAME``
-is benchmarked with its own weights.
+LCM guidance embedding (``time_cond_proj_dim=256``, as in the released LCM U-Nets). Any
+pipeline folder or ``toy:NAME`` is benchmarked with its own weights.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stage configs: validated dataclasses that load from YAML/JSON and are saved next to outputs.
 
-One config class per stage (STYLE.md 3); a config in a file and options on the command line are
+One config class per stage; a config in a file and options on the command line are
 merged the same way, so ``edgefusion data run pipeline.yaml`` and ``edgefusion data STAGE`` agree.
 """
 

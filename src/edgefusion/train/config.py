@@ -57,7 +57,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class LoopConfig:
-    """The optimization shared by every training stage (defaults: BK-SDM's recipe, facts.md).
+    """The optimization shared by every training stage (defaults: BK-SDM's published recipe).
 
     ``batch_size`` is per device and per micro-batch; the effective batch is ``batch_size x
     gradient_accumulation x processes``. The learning rate warms up linearly for

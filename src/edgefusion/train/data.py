@@ -1,6 +1,6 @@
 """Training data for every stage: image-text pairs, their frozen encodings, a deterministic stream.
 
-Sources (BK-SDM's layout and ours, DESIGN.md): an HF ``imagefolder`` (image files and
+Sources (BK-SDM's layout and ours): an HF ``imagefolder`` (image files and
 ``metadata.jsonl`` rows with ``file_name`` and a caption column) or WebDataset ``.tar`` shards
 (members ``KEY.png``/``KEY.jpg``... beside ``KEY.txt`` or ``KEY.json``). Samples that cannot be
 used are skipped and counted, never fatal: ``missing`` (listed but absent), ``corrupt``

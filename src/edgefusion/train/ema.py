@@ -1,7 +1,7 @@
 """Exponential moving average of a model's weights, kept as a frozen copy of the model.
 
 A module (not a list of shadow tensors, as in diffusers' ``EMAModel``) because both users call
-it: KD ships the EMA student (BK-SDM trains with EMA, facts.md), and latent consistency
+it: KD ships the EMA student (BK-SDM trains with EMA), and latent consistency
 distillation evaluates its target network through it (decay 0.95, no warm-up).
 """
 

@@ -2,7 +2,7 @@
 
 Hooks go on the *unwrapped* model (``accelerator.unwrap_model``): DDP runs the same inner modules,
 so the hooks fire under ``accelerate launch`` without any ``module.`` prefix surgery (the pain
-point of BK-SDM's script, facts.md). They live only inside a ``with`` block.
+point of BK-SDM's training script). They live only inside a ``with`` block.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """BK-SDM knowledge distillation: ``edgefusion distill``.
 
 BK-SDM (Kim et al., "BK-SDM: A Lightweight, Fast, and Cheap Version of Stable Diffusion", 2023)
-retrains a block-removed U-Net (``edgefusion compress``) with three terms (facts.md):
+retrains a block-removed U-Net (``edgefusion compress``) with three terms (BK-SDM's objective):
 
     loss = w_task * MSE(eps_student, eps)                     task loss, SD's own objective
          + w_out  * MSE(eps_student, eps_teacher)             output-level KD

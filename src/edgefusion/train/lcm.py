@@ -4,7 +4,8 @@ LCM (Luo et al. 2023) distills a guided diffusion model into one that jumps from
 probability-flow trajectory to its start, so 1-4 steps suffice. EdgeFusion's change (paper
 Fig. 2b) is who plays which role: the *student* is the compact, KD-improved U-Net
 (BK-SDM-Adv-Tiny), the *teacher* that solves the ODE is the original large model, not a copy of
-the student as in LCM's own recipe (Fig. 2a). One step of the objective (facts.md):
+the student as in LCM's own recipe (Fig. 2a). One step of the
+objective (latent consistency distillation):
 
 1. Pick a DDIM grid index n; noise clean latents to ``t_{n+k}`` (skip k = T / num_ddim_steps).
 2. Draw a guidance weight w ~ U[w_min, w_max]; the student sees it as an embedding through

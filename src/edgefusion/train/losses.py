@@ -1,7 +1,7 @@
 """The loss terms of BK-SDM knowledge distillation (Kim et al. 2023, "BK-SDM"), as plain functions.
 
 ``loss = w_task * task + w_out * output_kd + w_feat * sum(feature_kd)``; BK-SDM uses weight 1.0
-for each term and plain MSE (facts.md).
+for each term and plain MSE (as in BK-SDM).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def feature_kd_loss(
 
     ``normalize`` divides each pair's MSE by the mean square of the teacher's map (a relative
     error), so every map weighs about the same and the sum no longer dwarfs the other terms (in
-    BK-SDM the feature term dominates, facts.md). The caller sums the entries.
+    BK-SDM the feature term dominates). The caller sums the entries.
     """
     if len(student_maps) != len(teacher_maps) or not student_maps:
         raise EdgefusionError(
