@@ -38,13 +38,12 @@ from edgefusion.train.loop import RESUMABLE_KEYS, frozen_dtype, make_accelerator
 from edgefusion.train.models import (
     check_conditioning,
     check_stage_paths,
+    finish_stage,
     load_unet,
     pipeline_folder,
-    save_student_pipeline,
 )
 
 CONFIG_NAME = "train.yaml"
-_SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -228,34 +227,18 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
 
     # 7. The output: the pipeline with the trained (EMA) U-Net and its sampling guidance.
     skipped_counts = data.skip_counts(result.skipped_corrupt)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = ema.module if ema is not None else unet
-        provenance = {
-            "stage": "train",
-            "method": "denoising (SD's objective)",
-            "init": config.unet or f"random weights from {config.unet_config}",
-            "prediction_type": noise_scheduler.config.prediction_type,
-            "min_snr_gamma": config.min_snr_gamma,
-            "sample_posterior": config.data.sample_posterior,
-            "guidance_scale": config.guidance_scale,
-            "steps": result.steps,
-            "seed": config.train.seed,
-            "ema_decay": config.train.ema_decay,
-            "skipped_samples": skipped_counts,
-        }
-        save_student_pipeline(
-            final,
-            pipeline,
-            out,
-            _SAVE_DTYPES[config.save_dtype],
-            provenance,
-            config,
-            CONFIG_NAME,
-            config.overwrite,
-        )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    provenance = {
+        "stage": "train",
+        "method": "denoising (SD's objective)",
+        "init": config.unet or f"random weights from {config.unet_config}",
+        "prediction_type": noise_scheduler.config.prediction_type,
+        "min_snr_gamma": config.min_snr_gamma,
+        "sample_posterior": config.data.sample_posterior,
+        "guidance_scale": config.guidance_scale,
+        "ema_decay": config.train.ema_decay,
+    }
+    final = ema.module if ema is not None else unet
+    finish_stage(accelerator, final, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts)
     return DenoiseReport(
         out=out,
         run_dir=run_dir,

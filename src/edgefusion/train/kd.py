@@ -42,14 +42,13 @@ from edgefusion.train.losses import feature_kd_loss, output_kd_loss, task_loss
 from edgefusion.train.models import (
     check_conditioning,
     check_stage_paths,
+    finish_stage,
     infer_variant,
     load_unet,
-    save_student_pipeline,
     shared_pipeline,
 )
 
 CONFIG_NAME = "distill.yaml"
-_SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -255,35 +254,19 @@ def distill(config: KDConfig) -> DistillReport:
 
     # 8. The output: the pipeline with the trained (EMA) student as its U-Net.
     skipped_counts = data.skip_counts(result.skipped_corrupt)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = ema.module if ema is not None else student
-        provenance = {
-            "stage": "distill",
-            "method": "BK-SDM knowledge distillation",
-            "teacher": config.teacher,
-            "student_init": config.student
-            or f"BK-SDM-{variant} cut from {config.student_from or config.teacher}",
-            "variant": variant,
-            "guidance_scale": _guidance_scale(config),
-            "feature_pairs": [f"{p.student} <- {p.teacher}" for p in pairs],
-            "steps": result.steps,
-            "seed": config.train.seed,
-            "ema_decay": config.train.ema_decay,
-            "skipped_samples": skipped_counts,
-        }
-        save_student_pipeline(
-            final,
-            pipeline,
-            out,
-            _SAVE_DTYPES[config.save_dtype],
-            provenance,
-            config,
-            CONFIG_NAME,
-            config.overwrite,
-        )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    provenance = {
+        "stage": "distill",
+        "method": "BK-SDM knowledge distillation",
+        "teacher": config.teacher,
+        "student_init": config.student
+        or f"BK-SDM-{variant} cut from {config.student_from or config.teacher}",
+        "variant": variant,
+        "guidance_scale": _guidance_scale(config),
+        "feature_pairs": [f"{p.student} <- {p.teacher}" for p in pairs],
+        "ema_decay": config.train.ema_decay,
+    }
+    final = ema.module if ema is not None else student
+    finish_stage(accelerator, final, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts)
     return DistillReport(
         out=out,
         run_dir=run_dir,

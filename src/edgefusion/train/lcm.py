@@ -45,8 +45,8 @@ from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, trai
 from edgefusion.train.models import (
     check_conditioning,
     check_stage_paths,
+    finish_stage,
     load_unet,
-    save_student_pipeline,
     shared_pipeline,
 )
 
@@ -54,7 +54,6 @@ CONFIG_NAME = "lcm.yaml"
 #: LCM's boundary-condition constants (consistency models' sigma_data; diffusers' timestep scaling).
 SIGMA_DATA = 0.5
 TIMESTEP_SCALING = 10.0
-_SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -341,36 +340,28 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
 
     # 6. The output: the pipeline with the trained student and an LCMScheduler of its schedule.
     skipped_counts = data.skip_counts(result.skipped_corrupt)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        provenance = {
-            "stage": "lcm",
-            "method": "latent consistency distillation (EdgeFusion: compact student, separate teacher)",
-            "teacher": config.teacher,
-            "student_init": config.student,
-            "w_range": [config.w_min, config.w_max],
-            # The middle of the distilled range (CFG scale 1 + w): what sampling uses by default.
-            "guidance_scale": 1.0 + (config.w_min + config.w_max) / 2,
-            "num_ddim_steps": config.num_ddim_steps,
-            "loss": config.loss,
-            "steps": result.steps,
-            "seed": config.train.seed,
-            "skipped_samples": skipped_counts,
-        }
-        final = accelerator.unwrap_model(student)
-        save_student_pipeline(
-            final,
-            pipeline,
-            out,
-            _SAVE_DTYPES[config.save_dtype],
-            provenance,
-            config,
-            CONFIG_NAME,
-            config.overwrite,
-        )
-        write_lcm_scheduler(out, noise_scheduler.config)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    provenance = {
+        "stage": "lcm",
+        "method": "latent consistency distillation (EdgeFusion: compact student, separate teacher)",
+        "teacher": config.teacher,
+        "student_init": config.student,
+        "w_range": [config.w_min, config.w_max],
+        # The middle of the distilled range (CFG scale 1 + w): what sampling uses by default.
+        "guidance_scale": 1.0 + (config.w_min + config.w_max) / 2,
+        "num_ddim_steps": config.num_ddim_steps,
+        "loss": config.loss,
+    }
+    finish_stage(
+        accelerator,
+        accelerator.unwrap_model(student),
+        pipeline,
+        config,
+        CONFIG_NAME,
+        provenance,
+        result,
+        skipped_counts,
+        after_save=lambda folder: write_lcm_scheduler(folder, noise_scheduler.config),
+    )
     return LCMReport(
         out=out,
         run_dir=run_dir,

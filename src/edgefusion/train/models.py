@@ -9,6 +9,7 @@ The result of a stage is the input pipeline with its U-Net replaced, so plain
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,36 @@ def save_student_pipeline(
         (staging / "unet" / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         save_config(config, staging / config_name)
     return out
+
+
+#: ``save_dtype`` names of the stage configs.
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def finish_stage(
+    accelerator: Any,
+    model: nn.Module,
+    pipeline: Path,
+    config: Any,
+    config_name: str,
+    provenance: dict[str, Any],
+    result: Any,
+    skipped: dict[str, int],
+    after_save: Callable[[Path], None] | None = None,
+) -> None:
+    """The end every training stage shares: the main process writes ``pipeline`` with ``model`` as
+    its U-Net to ``config.out`` (provenance completed with the steps, seed and skipped samples;
+    ``after_save(out)`` adds a stage's extra files), then all processes end the run together."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        out = Path(config.out)
+        record = {**provenance, "steps": result.steps, "seed": config.train.seed, "skipped_samples": skipped}
+        dtype = SAVE_DTYPES[config.save_dtype]
+        save_student_pipeline(model, pipeline, out, dtype, record, config, config_name, config.overwrite)
+        if after_save is not None:
+            after_save(out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 def check_conditioning(teacher: nn.Module, student: nn.Module, text_embeds: torch.Tensor) -> None:
