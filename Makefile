@@ -5,7 +5,7 @@ TEST_STAMP := .venv/.installed-test
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean review-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -15,15 +15,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The tests also cover the optional Ray engine of `edgefusion data`, so they install its extra.
+# The tests also cover the optional Ray engine of `edgefusion data` and the review web app, so they
+# install those extras.
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray,review]'
 	touch $(TEST_STAMP)
+
+# The review app's browser tests drive Debian's Chromium, and its database tests start a
+# PostgreSQL server from Debian's package: installed here when missing (as root); otherwise
+# those tests are skipped, saying why.
+review-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="chromium"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "note: $$missing missing and not root: run apt-get install $$missing, or those tests are skipped"; fi; \
+	fi
 
 demo: $(STAMP)
 	.venv/bin/edgefusion demo --out outputs/demo
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) review-deps
 	$(PY) -m pytest
 
 lint: $(STAMP)

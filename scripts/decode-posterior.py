@@ -15,8 +15,8 @@ from diffusers import AutoencoderKL
 from PIL import Image
 from safetensors import safe_open
 
-from edgefusion.eval.toy import ToyEvaluator, score_images
-from edgefusion.toy.registry import resolve_model_path
+from edgefusion.pipeline.sources import resolve_model_path
+from edgefusion.toy.metrics import ToyEvaluator, score_images
 from edgefusion.toy.samples import images_to_tensor
 
 

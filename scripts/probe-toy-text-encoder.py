@@ -26,11 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPTextModel
 
+from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.toy.attributes import IGNORE, batch_labels
 from edgefusion.toy.captions import caption, parse
 from edgefusion.toy.models import CLASSIFIER_HEADS
 from edgefusion.toy.prompts import load_prompts
-from edgefusion.toy.registry import resolve_model_path
 from edgefusion.toy.tokenizer import load_toy_tokenizer
 from edgefusion.toy.world import sample_scene
 

@@ -17,18 +17,20 @@ import argparse
 import contextlib
 import csv
 import os
+import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
 
 from safetensors.torch import load_file
+from transformers import CLIPTextModel
 
 from edgefusion.arch.compression import copy_pipeline_without_unet
-from edgefusion.eval.toy import evaluate_toy_model
+from edgefusion.toy.metrics import evaluate_toy_model
 from edgefusion.toy.prompts import load_prompts
 from edgefusion.train.config import load_config
-from edgefusion.train.denoise import DenoiseConfig, initial_unet
+from edgefusion.train.denoise import DenoiseConfig, TextConditionedUNet, initial_unet
 from edgefusion.train.models import pipeline_folder
 
 FIELDS = ("step", "samples", "guidance", "one_object", "two_object", "held_out", "all", "clip", "fid")
@@ -67,12 +69,19 @@ def score_checkpoint(config: DenoiseConfig, checkpoint: Path, prompts: list[str]
     ema = checkpoint / "ema.safetensors"
     if not ema.is_file():
         raise FileNotFoundError(ema)
+    weights = load_file(str(ema))
     unet = initial_unet(config)
-    unet.load_state_dict(load_file(str(ema)))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pipe"
         folder.mkdir()
         copy_pipeline_without_unet(pipeline_folder(config.pipeline), folder)
+        if config.text_encoder_lr is not None:  # the EMA holds the U-Net and the text encoder it tunes
+            model = TextConditionedUNet(unet, CLIPTextModel.from_pretrained(folder / "text_encoder"))
+            model.load_state_dict(weights)
+            shutil.rmtree(folder / "text_encoder")
+            model.text_encoder.save_pretrained(folder / "text_encoder")
+        else:
+            unet.load_state_dict(weights)
         unet.save_pretrained(folder / "unet")
         return evaluate_toy_model(str(folder), prompts, steps=25, guidance=guidance)
 

@@ -8,6 +8,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import edgefusion.toy  # noqa: E402, F401  (registers toy:NAME and the toy evaluator, as the command line does)
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

@@ -118,6 +118,7 @@ def _register_subcommands() -> None:
     from edgefusion.eval.cli import eval_app
     from edgefusion.export.cli import register as register_export
     from edgefusion.quant.cli import register as register_quant
+    from edgefusion.review.cli import review_app
     from edgefusion.tiling.cli import tile_app
     from edgefusion.toy.cli import toy_app
     from edgefusion.train.cli import register as register_train
@@ -131,6 +132,7 @@ def _register_subcommands() -> None:
     app.add_typer(data_app, name="data")
     app.add_typer(eval_app, name="eval")
     app.add_typer(tile_app, name="tile")
+    app.add_typer(review_app, name="review")
 
 
 class _TorchvisionFallbackNotice(logging.Filter):

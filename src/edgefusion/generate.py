@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -32,59 +31,24 @@ from tqdm import tqdm
 from edgefusion.atomic import make_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.limits import check_guidance, check_image_size, check_seeds
+from edgefusion.pipeline import sampling
+from edgefusion.pipeline.lcm import is_lcm
+from edgefusion.pipeline.load import load_pipeline
+from edgefusion.pipeline.sampling import (
+    check_sampling_memory,
+    native_size,
+    pipeline_size_factor,
+    sampling_defaults,
+    warn_truncated,
+)
 
 LOG_FILE = "generations.jsonl"
-#: Steps when a caller gives none: SD's 25; EdgeFusion's 2.
-DEFAULT_STEPS = {"lcm": 2, "other": 25}
-_BACKENDS = ("torch", "onnxruntime")
 # The settings that must agree for a PNG already in ``out`` to count as this run's image.
 _IDENTITY = ("prompt", "seed", "steps", "guidance", "model", "scheduler", "size", "backend")
 # PNG text chunks hold these as written; every other value is JSON (numbers, booleans).
 _TEXT_KEYS = frozenset({"file_name", "prompt", "model", "scheduler", "backend"})
 # The names generate gives its images: image k is f"{k:05d}.png".
 _IMAGE_NAME = re.compile(r"(\d{5,})\.png")
-
-
-def load_generation_pipeline(model: str | Path, backend: str = "torch", scheduler: str | None = None):
-    """The pipeline that ``generate`` calls: diffusers in torch, or an ONNX export in onnxruntime."""
-    if backend not in _BACKENDS:
-        raise EdgefusionError(f"unknown backend {backend!r}; choose one of {', '.join(_BACKENDS)}")
-    if backend == "onnxruntime":
-        if scheduler is not None:
-            raise EdgefusionError("the onnxruntime backend samples with the scheduler saved in the export")
-        from edgefusion.export.runtime import load_onnx_pipeline
-
-        return load_onnx_pipeline(model)
-    from edgefusion.pipeline.load import load_pipeline, set_scheduler
-
-    pipe = load_pipeline(model)
-    if scheduler is not None:
-        set_scheduler(pipe, scheduler)
-    return pipe
-
-
-def default_guidance(pipe: Any, model: str | Path) -> float:
-    """The guidance scale the model records for sampling (see :mod:`edgefusion.provenance`), else
-    the model kind's: CFG 7.5 (SD's), or diffusers' LCM default 8.5."""
-    from edgefusion.provenance import DEFAULT_GUIDANCE, recorded_guidance
-    from edgefusion.toy.registry import resolve_model_path
-
-    recorded = recorded_guidance(resolve_model_path(model))
-    if recorded is not None:
-        return recorded
-    return 8.5 if pipeline_is_lcm(pipe) else DEFAULT_GUIDANCE
-
-
-def sampling_defaults(
-    pipe: Any, model: str | Path, steps: int | None, guidance: float | None
-) -> tuple[int, float]:
-    """``steps`` and ``guidance``, or the model kind's defaults where they are None; a guidance
-    that is not finite (given, or recorded by the model) is refused."""
-    if steps is None:
-        steps = DEFAULT_STEPS["lcm" if pipeline_is_lcm(pipe) else "other"]
-    if steps < 1:
-        raise EdgefusionError(f"steps must be at least 1, got {steps}")
-    return steps, check_guidance(guidance if guidance is not None else default_guidance(pipe, model))
 
 
 def generate(
@@ -116,17 +80,10 @@ def generate(
     and an ``out`` that holds another run's images; a prompt longer than the text encoder reads is
     truncated, with a warning.
     """
-    from edgefusion.pipeline.sampling import (
-        check_sampling_memory,
-        generate_tensors,
-        native_size,
-        pipeline_size_factor,
-    )
-
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_request(prompts, steps, guidance, seed, n, batch_size)
-    pipe = pipe if pipe is not None else load_generation_pipeline(model, backend, scheduler)
-    lcm = pipeline_is_lcm(pipe)
+    pipe = pipe if pipe is not None else load_pipeline(model, backend, scheduler=scheduler)
+    lcm = is_lcm(pipe)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
     size = native_size(pipe) if size is None else check_image_size(size, pipeline_size_factor(pipe))
     check_sampling_memory(pipe, min(batch_size, len(prompts) * n), size, size)
@@ -146,7 +103,7 @@ def generate(
     done = _prepare_folder(out, records, overwrite)
     bar = tqdm(total=len(records), initial=len(done), desc="generate", disable=not progress)
     for batch in _batches_to_make(records, done, batch_size):
-        images = generate_tensors(
+        images = sampling.generate_tensors(  # looked up per call: tests replace it
             pipe,
             [r["prompt"] for r in batch],
             [r["seed"] for r in batch],
@@ -231,21 +188,6 @@ def read_png_metadata(path: Path) -> dict[str, Any]:
         raise EdgefusionError(f"{path} carries metadata edgefusion did not write ({err})") from err
 
 
-def warn_truncated(tokenizer: Any, prompts: Sequence[str]) -> None:
-    """Warn, naming the prompt and what is lost, when a prompt exceeds the text encoder's tokens."""
-    limit = tokenizer.model_max_length
-    for index, prompt in enumerate(prompts):
-        ids = tokenizer(prompt, truncation=False).input_ids
-        if len(ids) > limit:
-            kept = tokenizer.decode(ids[1 : limit - 1])
-            warnings.warn(
-                f"prompt {index} has {len(ids)} tokens but the text encoder reads {limit}: it is truncated "
-                f"to {kept!r}",
-                UserWarning,
-                stacklevel=3,
-            )
-
-
 def _check_request(
     prompts: list[str], steps: int | None, guidance: float | None, seed: int, n: int, batch_size: int
 ) -> None:
@@ -262,15 +204,6 @@ def _check_request(
     if guidance is not None:
         check_guidance(guidance)
     check_seeds(seed, len(prompts) * n)
-
-
-def pipeline_is_lcm(pipe: Any) -> bool:
-    """Whether ``pipe`` samples as an LCM (guidance embedded, consistency steps)."""
-    if getattr(pipe, "is_lcm", None) is not None:  # an onnxruntime pipeline says so itself
-        return bool(pipe.is_lcm)
-    from edgefusion.pipeline.load import is_lcm
-
-    return is_lcm(pipe)
 
 
 def _prepare_folder(out: Path, records: GenerationRecords, overwrite: bool) -> set[int]:

@@ -19,6 +19,10 @@ from safetensors import SafetensorError, safe_open
 
 from edgefusion.errors import EdgefusionError
 
+#: The files read as images wherever a folder of images is an input (datasets, WebDataset shards,
+#: FID reference folders), by lower-case suffix.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
 
 def first_line(err: Exception) -> str:
     """The first line of an exception's message (library messages can run to many lines)."""

@@ -10,10 +10,11 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 from safetensors.torch import load_file, save_file
 
-from edgefusion.arch import compress, compress_path, resolve_source
-from edgefusion.arch.configs import builtin_config
+from edgefusion.arch import compress, compress_path
 from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.configs import builtin_config
+from edgefusion.pipeline.sources import resolve_source
 from edgefusion.provenance import PROVENANCE_FILE
 
 

@@ -7,8 +7,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from edgefusion.arch import VARIANTS, compress, count_unet_parameters, load_unet_config, plan_removal
+from edgefusion.arch import VARIANTS, compress, count_unet_parameters, plan_removal
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.sources import load_unet_config
 
 # BK-SDM's published U-Net sizes for SD-v1.4 (the paper's Table 1).
 SD_V14_PARAMS = {None: 859_520_964, "base": 579_384_964, "small": 482_346_884, "tiny": 323_384_964}

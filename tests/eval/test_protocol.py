@@ -91,7 +91,7 @@ def test_clip_score_equals_a_hand_computation(tmp_path, tiny_clip, image_arrays,
 
 
 def test_toy_metrics_plug_in_as_one_more_evaluator(tmp_path, write_images):
-    from edgefusion.eval.toy import render_prompts
+    from edgefusion.toy.metrics import render_prompts
 
     prompts = ["a red circle on a white background", "a small blue square at the top on a black background"]
     rendered = (render_prompts(prompts, seed=3) * 255).round().byte().permute(0, 2, 3, 1).numpy()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from edgefusion.arch.compression import compress
-from edgefusion.arch.configs import builtin_config
 from edgefusion.export.onnx import export_unet
 from edgefusion.export.runtime import OrtSession
+from edgefusion.pipeline.configs import builtin_config
 from edgefusion.quant.w8a16 import W8A16Config
 
 

@@ -246,7 +246,7 @@ ONE_LINE_ERRORS = [
         _eval_toy('{"text": "a red circle on a blue background", "file_name": 5}\n', "rows.jsonl"),
         "file_name string",
     ),
-    Case("data curate --apply --db <not SQLite>", _curate_apply_with_a_text_db, "is not a review queue"),
+    Case("data curate --apply --db <not SQLite>", _curate_apply_with_a_text_db, "is not a review database"),
     Case("data score <missing folder>", lambda r, d, p: ["data", "score", str(r / "nosuch")], "not found"),
     # Silent wrong results before: black images, a 4 px model, 599 of 600 prompts, a typo accepted.
     Case("generate --guidance nan", _generate("--guidance", "nan"), "guidance must be a finite number"),

@@ -14,7 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgefusion.errors import EdgefusionError
-from edgefusion.generate import LOG_FILE, generate, load_generation_pipeline, read_png_metadata
+from edgefusion.generate import LOG_FILE, generate, read_png_metadata
+from edgefusion.pipeline.load import load_pipeline as load_generation_pipeline
 from edgefusion.train.lcm import add_guidance_embedding, write_lcm_scheduler
 
 PROMPTS = ["a red circle", "a small blue square at the left on a white background", "a green star"]

@@ -5,10 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgefusion.arch.configs import builtin_config
 from edgefusion.arch.removal import plan_removal
 from edgefusion.cli import _register_subcommands, app
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.configs import builtin_config
 from edgefusion.tiling.layers import plan_unet
 from edgefusion.tiling.planner import (
     AttentionShape,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgefusion.eval.toy import ToyEvaluator, render_prompts, score_images
+from edgefusion.toy.metrics import ToyEvaluator, render_prompts, score_images
 from edgefusion.toy.prompts import load_prompts
 from edgefusion.toy.registry import shipped_path
 from edgefusion.toy.samples import scene_batch
@@ -107,7 +107,7 @@ def test_shipped_pipeline_follows_one_object_prompts(name):
     (shape 1/5, position 1/5): a broken sampler, scheduler or text path falls through them. They
     are not the teacher's quality bar (0.65-0.75), which the teacher does not meet yet.
     """
-    from edgefusion.eval.toy import evaluate_toy_model
+    from edgefusion.toy.metrics import evaluate_toy_model
 
     prompts = [p for p in load_prompts() if " of " not in p and "above" not in p and "below" not in p][:40]
     steps, guidance = SAMPLING[name]

@@ -106,7 +106,7 @@ def test_resume_continues_the_run_exactly(tmp_path):
 def test_micro_toy_world_trains_and_assembles(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from edgefusion.eval.toy import ToyEvaluator
+    from edgefusion.toy.metrics import ToyEvaluator
 
     cfg = ToyTrainConfig(
         sizes=MICRO,

@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.provenance import PROVENANCE_FILE
-from edgefusion.train import denoise
+from edgefusion.train import data, denoise
 from edgefusion.train.config import load_config
 from edgefusion.train.denoise import CONFIG_NAME, DenoiseConfig, denoising_loss, snr_weights, train_unet
 
@@ -73,8 +74,11 @@ def test_trains_from_random_weights_into_a_pipeline_with_its_guidance(train_conf
     assert any(not torch.equal(start[k], v) for k, v in _unet_weights(report.out).items())
 
 
-def test_a_killed_run_resumes_exactly(train_config, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("text_encoder", ["frozen", "trained"])
+def test_a_killed_run_resumes_exactly(train_config, tmp_path, monkeypatch, text_encoder) -> None:
     settings = ("train.steps=5", "train.lr_warmup_steps=3", "min_snr_gamma=5")
+    if text_encoder == "trained":
+        settings = (*settings, "text_encoder_lr=1e-4")
     straight = train_unet(train_config(*settings, f"run_dir={tmp_path / 'a'}", f"out={tmp_path / 'a-out'}"))
 
     calls = {"n": 0}
@@ -97,6 +101,35 @@ def test_a_killed_run_resumes_exactly(train_config, tmp_path, monkeypatch) -> No
     assert _rows(tmp_path / "b") == _rows(tmp_path / "a")
     a, b = _unet_weights(straight.out), _unet_weights(resumed.out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_fine_tuned_text_encoder_learns_from_cached_token_ids_and_ships(
+    train_config, tmp_path, teacher_pipeline
+) -> None:
+    cache = tmp_path / "cache"
+    frozen = train_unet(
+        train_config(f"data.cache={cache}", f"run_dir={tmp_path / 'a'}", f"out={tmp_path / 'a-out'}")
+    )
+    encoder_file = Path("text_encoder") / "model.safetensors"
+    original = load_file(str(teacher_pipeline / encoder_file))
+    assert (frozen.out / encoder_file).read_bytes() == (teacher_pipeline / encoder_file).read_bytes()
+
+    # A cache written before caches held token ids gains them when its rows are the samples in order.
+    ids_file = cache / data.CACHE_TOKEN_IDS
+    built_ids = load_file(str(ids_file))["input_ids"]
+    ids_file.unlink()
+    config = train_config(f"data.cache={cache}", "text_encoder_lr=1e-2")
+    report = train_unet(config)
+    assert torch.equal(load_file(str(ids_file))["input_ids"], built_ids)
+
+    tuned = load_file(str(report.out / encoder_file))
+    assert tuned.keys() == original.keys() and all(t.dtype == torch.float32 for t in tuned.values())
+    assert any(not torch.equal(original[k].float(), tuned[k]) for k in original)
+    provenance = json.loads((report.out / "unet" / PROVENANCE_FILE).read_text())
+    assert provenance["text_encoder_lr"] == 0.01
+    pipe = StableDiffusionPipeline.from_pretrained(report.out, safety_checker=None)
+    image = pipe("a red circle", num_inference_steps=2, height=16, width=16, output_type="np").images
+    assert image.shape == (1, 16, 16, 3) and np.isfinite(image).all()
 
 
 def test_loss_targets_velocity_or_noise_as_the_schedule_says(micro) -> None:
@@ -127,12 +160,26 @@ def test_min_snr_weights_clip_the_signal_to_noise_ratio() -> None:
     assert weights[0] == pytest.approx(5.0 / (float(v.alphas_cumprod[0] / (1 - v.alphas_cumprod[0])) + 1))
 
 
+def test_min_snr_clipping_the_prediction_keeps_the_noisy_steps() -> None:
+    t = torch.arange(0, 1000, 37)
+    v = DDPMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    snr = v.alphas_cumprod[t] / (1 - v.alphas_cumprod[t])
+    weights = snr_weights(v, t, 5.0, clip="prediction")
+    assert torch.equal(weights[snr <= 4], torch.ones_like(weights[snr <= 4]))  # pure noise included
+    assert torch.allclose(weights[snr > 4], 5.0 / (snr[snr > 4] + 1))
+    # For epsilon prediction the target's own loss is what x0 clipping already weights.
+    eps = DDPMScheduler(prediction_type="epsilon")
+    assert torch.allclose(snr_weights(eps, t, 5.0, clip="prediction"), snr_weights(eps, t, 5.0))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ("unet=toy:teacher", "exactly one of unet"),
         ("guidance_scale=0.5", "guidance_scale"),
         ("min_snr_gamma=0", "min_snr_gamma"),
+        ("min_snr_clip=v", "min_snr_clip"),
+        ("text_encoder_lr=0", "text_encoder_lr"),
         ("caption_dropout=1.0", "caption_dropout"),
     ],
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+import yaml
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -105,6 +106,18 @@ def test_a_run_folder_refuses_a_different_config(kd_config) -> None:
     distill(kd_config("train.steps=2"))
     with pytest.raises(EdgefusionError, match="loss.feature_weight differ"):
         distill(kd_config("train.steps=3", "loss.feature_weight=0", "overwrite=true"))
+
+
+def test_a_run_started_before_a_setting_existed_resumes_with_its_default(kd_config) -> None:
+    """A run folder whose config.yaml lacks a setting added since ran with that setting's default."""
+    report = distill(kd_config("train.steps=2"))
+    saved = report.run_dir / "config.yaml"
+    data = yaml.safe_load(saved.read_text())
+    del data["loss"]["feature_weight"]  # as if written before the setting existed
+    saved.write_text(yaml.safe_dump(data))
+    assert distill(kd_config("train.steps=3", "overwrite=true")).resumed_from == 2
+    with pytest.raises(EdgefusionError, match="loss.feature_weight differ"):
+        distill(kd_config("train.steps=4", "loss.feature_weight=0", "overwrite=true"))
 
 
 def test_a_cosine_run_logs_its_schedule_and_keeps_its_length_on_resume(kd_config) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from edgefusion.arch import compress, load_unet_config, plan_removal
+from edgefusion.arch import compress, plan_removal
+from edgefusion.pipeline.sources import load_unet_config
 from edgefusion.train.config import LoopConfig
 from edgefusion.train.kd import KDLossConfig, kd_loss
 from edgefusion.train.loop import make_optimizer

@@ -5,13 +5,14 @@ the student, maps each student tensor to the teacher tensor that initializes it,
 for feature distillation. Built-in SD-v1.x / SD-v2.x-base configs make all of it work offline.
 
 Names are imported on first use, so ``edgefusion --help`` does not pay for torch and diffusers.
+Models come in through the inference layer's resolver (:mod:`edgefusion.pipeline.sources`), which
+also names the built-in architectures (:mod:`edgefusion.pipeline.configs`).
 """
 
 from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "BUILTIN_MODELS": "configs",
     "VARIANTS": "removal",
     "FeaturePair": "removal",
     "RemovalPlan": "removal",
@@ -24,10 +25,6 @@ _EXPORTS = {
     "compress": "compression",
     "compress_path": "compression",
     "init_student_from_teacher": "compression",
-    "Source": "sources",
-    "load_teacher_unet": "sources",
-    "load_unet_config": "sources",
-    "resolve_source": "sources",
 }
 
 __all__ = list(_EXPORTS)

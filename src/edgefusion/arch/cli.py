@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefusion.arch.configs import BUILTIN_MODELS
 from edgefusion.arch.removal import VARIANTS
+from edgefusion.pipeline.configs import BUILTIN_MODELS
 
 _SOURCES_HELP = (
     f"built-in model ({', '.join(BUILTIN_MODELS)}), diffusers pipeline folder, U-Net folder, "

@@ -22,9 +22,9 @@ from diffusers import UNet2DConditionModel
 from edgefusion import __version__
 from edgefusion.arch.counting import count_unet_parameters
 from edgefusion.arch.removal import RemovalPlan, check_variant, plan_removal
-from edgefusion.arch.sources import SourceKind, load_teacher_unet, resolve_source
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.sources import SourceKind, load_teacher_unet, resolve_source
 from edgefusion.provenance import PROVENANCE_FILE
 
 

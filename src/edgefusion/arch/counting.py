@@ -29,14 +29,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgefusion.arch.removal import plan_removal
-from edgefusion.arch.sources import resolve_source
 from edgefusion.errors import EdgefusionError
 from edgefusion.limits import check_image_size, check_traceable, size_factor
+from edgefusion.pipeline.configs import vae_scale_factor
+from edgefusion.pipeline.sources import resolve_source
 
 #: Text length of one SD prompt (CLIP's context), used when no text-encoder config says otherwise.
 DEFAULT_TEXT_LENGTH = 77
-#: Image-to-latent downscaling of the SD VAE, used when no VAE config says otherwise.
-DEFAULT_VAE_SCALE_FACTOR = 8
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -71,7 +70,7 @@ def count_model(
 ) -> ModelCount:
     """Count parameters and MACs of a model's components (``edgefusion info``).
 
-    ``src`` is anything :func:`~edgefusion.arch.sources.resolve_source` accepts, or a U-Net config.
+    ``src`` is anything :func:`~edgefusion.pipeline.sources.resolve_source` accepts, or a U-Net config.
     ``variant`` applies BK-SDM's block removal to the U-Net first. Only configs are read.
     """
     if isinstance(src, Mapping):
@@ -175,13 +174,6 @@ def count_vae_decoder(config: Mapping[str, Any], latent_size: int) -> ComponentC
     latent = torch.empty(1, channels, latent_size, latent_size, device="meta")
     macs, attention_macs = count_macs(lambda: vae.decode(latent), vae)
     return ComponentCount(sum(_num_params(m) for m in decode_path), macs, attention_macs)
-
-
-def vae_scale_factor(vae_config: Mapping[str, Any] | None) -> int:
-    """Image pixels per latent pixel, computed as diffusers' pipelines do (2 ** (levels - 1))."""
-    if vae_config is None:
-        return DEFAULT_VAE_SCALE_FACTOR
-    return 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
 def _build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:

@@ -15,7 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgefusion.arch.configs import builtin_config
+from edgefusion.arch.removal import plan_removal
+from edgefusion.pipeline.configs import builtin_config, vae_scale_factor
+from edgefusion.pipeline.lcm import is_lcm
+from edgefusion.pipeline.load import load_pipeline
 
 #: Built-in architecture -> (config family, BK-SDM variant or None, LCM guidance embedding width).
 ARCHITECTURES: dict[str, tuple[str, str | None, int | None]] = {
@@ -41,19 +44,15 @@ class PipelineParts:
     @property
     def lcm(self) -> bool:
         """An LCM U-Net embeds the guidance scale instead of running the batch twice (no CFG)."""
-        return self.unet.config.time_cond_proj_dim is not None
+        return is_lcm(self.unet)
 
     @property
     def vae_scale_factor(self) -> int:
-        from edgefusion.arch.counting import vae_scale_factor
-
         return vae_scale_factor(self.vae.config)
 
 
 def unet_config(name: str) -> dict[str, Any]:
     """The U-Net config of a built-in architecture."""
-    from edgefusion.arch.removal import plan_removal
-
     family, variant, guidance_dim = ARCHITECTURES[name]
     config = builtin_config(family, "unet")
     if variant is not None:
@@ -69,8 +68,6 @@ def build_parts(name: str, seed: int = 0) -> PipelineParts:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if name not in ARCHITECTURES:
-        from edgefusion.pipeline.load import load_pipeline
-
         pipe = load_pipeline(name)
         return PipelineParts(
             pipe.text_encoder,

@@ -8,6 +8,7 @@ pipeline folder, then exported; both are cached under ``work_dir`` and reused by
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,24 +17,39 @@ import numpy as np
 import torch
 
 from edgefusion.bench.models import ARCHITECTURES, PipelineParts
+from edgefusion.export.onnx import export_pipeline
+from edgefusion.export.runtime import ort_session
 
 _SUBFOLDERS = {"text_encoder": "text_encoder", "unet_step": "unet", "vae_decoder": "vae_decoder"}
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
-def save_builtin_pipeline(parts: PipelineParts, folder: Path) -> Path:
-    """A loadable pipeline folder of a built-in architecture, so the exporter can read it. Its
-    tokenizer is the toy CLIP BPE (the real vocabulary is not shipped): token ids only feed the
-    exporter's trace, and the graph does not depend on their values."""
-    from diffusers import LCMScheduler, PNDMScheduler, StableDiffusionPipeline
+def placeholder_tokenizer(folder: Path, length: int):
+    """A CLIP tokenizer that knows only its two special tokens, for prompts of ``length`` tokens.
 
-    from edgefusion.toy.tokenizer import load_toy_tokenizer
+    A built-in architecture's pipeline needs one to be saved and exported, but the real vocabulary
+    is not shipped and not needed: token ids only feed the exporter's trace, the graphs do not
+    depend on their values, and the benchmark feeds random ids.
+    """
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+    tokenizer.model_max_length = length  # the exporter traces prompts of this length
+    return tokenizer
+
+
+def save_builtin_pipeline(parts: PipelineParts, folder: Path) -> Path:
+    """A loadable pipeline folder of a built-in architecture (random weights, a
+    :func:`placeholder_tokenizer`), so the exporter can read it."""
+    from diffusers import LCMScheduler, PNDMScheduler, StableDiffusionPipeline
 
     scheduler = (
         LCMScheduler(steps_offset=1) if parts.lcm else PNDMScheduler(skip_prk_steps=True, steps_offset=1)
     )
-    tokenizer = load_toy_tokenizer()
-    tokenizer.model_max_length = parts.text_length  # the exporter traces prompts of this length
+    tokenizer = placeholder_tokenizer(Path(folder) / "tokenizer", parts.text_length)
     pipe = StableDiffusionPipeline(
         vae=parts.vae,
         text_encoder=parts.text_encoder,
@@ -50,8 +66,6 @@ def save_builtin_pipeline(parts: PipelineParts, folder: Path) -> Path:
 
 def exported_folder(name: str, parts: PipelineParts, work_dir: Path) -> Path:
     """The fp32 ONNX export of ``name``, made on first use."""
-    from edgefusion.export.onnx import export_pipeline
-
     folder = Path(work_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", name) / "onnx-fp32"
     if all((folder / sub / "model.onnx").exists() for sub in _SUBFOLDERS.values()):
         return folder
@@ -67,18 +81,12 @@ def onnx_runners(
     name: str, parts: PipelineParts, inputs: dict[str, dict[str, torch.Tensor]], work_dir: Path
 ) -> dict[str, Callable[[], object]]:
     """One callable per component running its onnxruntime session on the given inputs."""
-    import onnxruntime as ort
-
     folder = exported_folder(name, parts, work_dir)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    runners = {}
-    for component, sub in _SUBFOLDERS.items():
-        session = ort.InferenceSession(
-            str(folder / sub / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        runners[component] = _runner(session, inputs[component])
-    return runners
+    threads = torch.get_num_threads()
+    return {
+        component: _runner(ort_session(folder / sub / "model.onnx", threads), inputs[component])
+        for component, sub in _SUBFOLDERS.items()
+    }
 
 
 def _runner(session, tensors: dict[str, torch.Tensor]) -> Callable[[], object]:

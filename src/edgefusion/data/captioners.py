@@ -45,7 +45,7 @@ def images_to_unit_tensor(images: list[Image.Image]) -> torch.Tensor:
 
 def toy_captioner(model: str = "toy:evaluator") -> Captioner:
     """Caption toy images with the evaluator's classifier: every attribute it reads, canonically."""
-    from edgefusion.eval.toy import ToyEvaluator
+    from edgefusion.toy.metrics import ToyEvaluator
 
     evaluator = ToyEvaluator(model)
 

@@ -255,6 +255,7 @@ def curate_command(
 ) -> None:
     """Queue samples for review (pre-filters decide the obvious ones); --apply writes the result."""
     from edgefusion.data.curate import CurateConfig, ReviewQueue, apply_decisions, build_queue
+    from edgefusion.data.review_db import describe
 
     cfg = _config(
         CurateConfig,
@@ -270,24 +271,37 @@ def curate_command(
         _report(out, apply_decisions(source, out, cfg, options))
         return
     path = build_queue(source, out, cfg, options)
-    queue = ReviewQueue(path)
+    queue = ReviewQueue(path, source)
     counts = queue.counts()
     queue.close()
-    console.print(f"[green]queue[/] {path}: {counts}; review with `edgefusion data review --db {path}`")
+    console.print(
+        f"[green]queue[/] {describe(path)}: {counts}; review with `edgefusion data review --db {path}` "
+        f"(terminal) or `edgefusion review serve --db {path}` (browser)"
+    )
 
 
 @data_app.command("review")
 def review_command(
-    db: Annotated[Path, typer.Option(help="Review queue file written by `data curate`.")],
+    db: Annotated[
+        str, typer.Option(help="Review queue written by `data curate` (a file or a postgresql:// URL).")
+    ],
     limit: Annotated[int | None, typer.Option(help="Review at most this many samples.")] = None,
+    task: Annotated[str | None, typer.Option(help="Curation task, when the file holds several.")] = None,
+    reviewer: Annotated[
+        str | None, typer.Option(help="Name your decisions are recorded under (default: your login).")
+    ] = None,
 ) -> None:
     """Walk the pending samples: a accept, r reject (with a reason), e edit the caption, s skip, q quit."""
+    import getpass
+
     from edgefusion.data.curate import ReviewQueue
+    from edgefusion.data.review_db import is_postgres
     from edgefusion.errors import EdgefusionError
 
-    if not db.is_file():
+    if not is_postgres(db) and not Path(db).is_file():
         raise EdgefusionError(f"no review queue at {db}: run `edgefusion data curate` first")
-    queue = ReviewQueue(db)
+    by = reviewer or getpass.getuser()
+    queue = ReviewQueue(db, task=task)
     try:
         for row in queue.pending(limit):
             score = "-" if row["clip_score"] is None else f"{row['clip_score']:.3f}"
@@ -298,12 +312,14 @@ def review_command(
             if key == "q":
                 break
             if key == "a":
-                queue.decide(row["id"], "accept")
+                queue.decide(row["id"], "accept", by=by)
             elif key == "r":
-                queue.decide(row["id"], "reject", typer.prompt("reason", default="rejected in review"))
+                queue.decide(row["id"], "reject", typer.prompt("reason", default="rejected in review"), by=by)
             elif key == "e":
                 text = typer.prompt("new caption", default=row["text"])
-                queue.decide(row["id"], "edit", typer.prompt("reason", default="caption corrected"), text)
+                queue.decide(
+                    row["id"], "edit", typer.prompt("reason", default="caption corrected"), text, by=by
+                )
         console.print(f"queue: {queue.counts()}")
     finally:
         queue.close()

@@ -1,18 +1,19 @@
-"""Stage ``curate``: a review queue in SQLite, automatic pre-filters, and applying decisions.
+"""Stage ``curate``: a review queue, automatic pre-filters, and applying decisions.
 
 The paper curates its synthetic set by hand (synt -> synt-cur): removing images with artifacts and
 correcting inexact prompts. Here automatic pre-filters do the obvious part (a CLIP-score floor;
 in the toy world also "the caption states what the attribute classifier sees") and put the rest
-in a queue that ``edgefusion data review`` walks in the terminal: accept, reject or edit the
-caption, each with a reason. ``curate --apply`` then writes the curated dataset: rejected samples
-go to ``rejects.jsonl`` with the reviewer's reason, edited captions replace the old ones (kept as
-``original_text``). Re-building the queue never overwrites a decision already made.
+in a queue that ``edgefusion data review`` walks in the terminal and ``edgefusion review serve``
+shows in the browser (the queue is a curation task of the review database, an SQLite file by
+default): accept, reject or edit the caption, each with a reason. ``curate --apply`` then writes
+the curated dataset: rejected samples go to ``rejects.jsonl`` with the reviewers' reasons, edited
+captions replace the old ones (kept as ``original_text``). Re-building the queue never overwrites
+a decision already made.
 """
 
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,31 +21,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgefusion.atomic import make_output_dir
 from edgefusion.data.config import import_object, require
 from edgefusion.data.dataset import Item, iter_rows
 from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
+from edgefusion.data.review_db import describe, is_postgres, open_database
+from edgefusion.data.review_queue import (
+    CURATE,
+    PENDING_POLICIES,
+    add_item,
+    curate_task,
+    dataset_file_name,
+    get_task,
+    list_tasks,
+    record_answer,
+    status_counts,
+    task_decisions,
+)
 from edgefusion.data.runner import Outcome, RunOptions, finished_output, run_dataset_stage
 from edgefusion.data.select import Decision, SelectStage
 from edgefusion.errors import EdgefusionError
-
-ACTIONS = ("accept", "reject", "edit")
-PENDING_POLICIES = ("keep", "drop")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY,
-    position INTEGER NOT NULL,
-    file TEXT NOT NULL,
-    text TEXT NOT NULL,
-    clip_score REAL,
-    attributes_ok INTEGER,
-    status TEXT NOT NULL DEFAULT 'pending',
-    reason TEXT,
-    new_text TEXT,
-    decided_by TEXT,
-    decided_at REAL
-)
-"""
 
 Scorer = Callable[[list[Any], list[str]], list[dict[str, Any]]]
 
@@ -134,114 +129,114 @@ def default_db(out: str | Path) -> Path:
     return out.with_name(f"{out.name}.review.sqlite")
 
 
-class ReviewQueue:
-    """The SQLite review queue: one row per sample, its scores, status and reviewer decision."""
+def queue_location(config: CurateConfig, out: str | Path) -> str:
+    """Where the queue of ``out`` lives: ``config.db`` (a file or a ``postgresql://`` URL, kept as
+    given) or the default file next to ``out``."""
+    return config.db if config.db else str(default_db(out))
 
-    def __init__(self, path: str | Path) -> None:
-        """Open (or create) the queue; a file that is no SQLite database is an error naming it."""
-        self.path = Path(path)
-        make_output_dir(self.path.parent)
-        self.db = sqlite3.connect(self.path)
+
+class ReviewQueue:
+    """The review queue of one dataset: its curation task in a review database (the schema of
+    :mod:`edgefusion.review`, so the browser app works on the same queue), with each sample's
+    scores, status and the reviewers' answers.
+
+    ``source`` picks the task of that dataset folder (``create``: open it if missing); without it
+    the database must hold exactly one curation task, or ``task`` names it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        source: str | Path | None = None,
+        *,
+        create: bool = False,
+        task: str | None = None,
+    ) -> None:
+        """Open (or create) the queue; a file that is no review database is an error naming it."""
+        self.path = path
+        self.db = open_database(path)
         try:
-            self.db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as err:
+            self.task = self._find_task(source, create, task)
+        except BaseException:
             self.db.close()
+            raise
+
+    def _find_task(self, source: str | Path | None, create: bool, name: str | None) -> Any:
+        if source is not None:
+            found = curate_task(self.db, source, create=create)
+            if found is None:
+                raise EdgefusionError(
+                    f"the review queue {self.path} has no task for {source}: run `edgefusion data curate` "
+                    "without --apply first"
+                )
+            return found
+        if name is not None:
+            return get_task(self.db, name)
+        tasks = [t for t in list_tasks(self.db) if t.kind == CURATE]
+        if len(tasks) != 1:
+            names = ", ".join(t.name for t in tasks) or "none"
             raise EdgefusionError(
-                f"{self.path} is not a review queue ({err}): point --db at the file `edgefusion data curate` "
-                "wrote, or at a new file"
-            ) from None
+                f"{self.path} holds {len(tasks)} curation tasks ({names}): name one with --task"
+            )
+        return tasks[0]
 
     def close(self) -> None:
         self.db.close()
 
     def add(self, position: int, row: dict[str, Any], status: str, reason: str | None) -> None:
         """Queue a sample unless it is queued already (decisions already made are kept)."""
-        self.db.execute(
-            "INSERT OR IGNORE INTO items (id, position, file, text, clip_score, attributes_ok, status, "
-            "reason, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row["id"],
-                position,
-                row["file"],
-                row["text"],
-                row.get("clip_score"),
-                None if row.get("attributes_ok") is None else int(row["attributes_ok"]),
-                status,
-                reason,
-                "prefilter" if status != "pending" else None,
-                time.time() if status != "pending" else None,
-            ),
-        )
+        add_item(self.db, self.task, position, row, status, reason)
 
     def pending(self, limit: int | None = None) -> list[dict[str, Any]]:
-        query = "SELECT * FROM items WHERE status = 'pending' ORDER BY position"
-        cursor = self.db.execute(query + (f" LIMIT {int(limit)}" if limit else ""))
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+        query = "SELECT * FROM items WHERE task_id = ? AND status = 'pending' ORDER BY position"
+        return self.db.query(query + (f" LIMIT {int(limit)}" if limit else ""), (self.task.id,))
 
     def decide(
         self, item_id: str, action: str, reason: str = "", text: str | None = None, by: str = "reviewer"
-    ):
-        """Record a decision: ``accept``, ``reject`` (with a reason) or ``edit`` (a new caption)."""
-        if action not in ACTIONS:
-            raise EdgefusionError(f"unknown review action {action!r}: use {', '.join(ACTIONS)}")
-        if action == "edit" and not (text and text.strip()):
-            raise EdgefusionError("an edit needs the new caption text")
-        status = {"accept": "accepted", "reject": "rejected", "edit": "edited"}[action]
-        updated = self.db.execute(
-            "UPDATE items SET status = ?, reason = ?, new_text = ?, decided_by = ?, decided_at = ? "
-            "WHERE id = ?",
-            (status, reason or None, text.strip() if text else None, by, time.time(), item_id),
-        ).rowcount
-        if not updated:
-            raise EdgefusionError(f"sample {item_id} is not in the review queue {self.path}")
-        self.db.commit()
+    ) -> None:
+        """Record ``by``'s decision: ``accept``, ``reject`` (with a reason) or ``edit`` (a new
+        caption), replacing their earlier one on the sample."""
+        record_answer(self.db, self.task, by, item_id, action, reason, text, replace=True)
 
     def counts(self) -> dict[str, int]:
-        return dict(
-            self.db.execute("SELECT status, COUNT(*) FROM items GROUP BY status ORDER BY status").fetchall()
-        )
+        return status_counts(self.db, self.task)
 
     def decisions(self, pending: str) -> dict[str, Decision]:
         """Per-sample decisions for :class:`SelectStage` under the ``pending`` policy."""
-        decisions = {}
-        for item_id, status, reason, new_text, clip_score, decided_by in self.db.execute(
-            "SELECT id, status, reason, new_text, clip_score, decided_by FROM items"
-        ):
-            if status == "rejected":
-                # Pre-filter reasons name their check ("clip score: ..."); a reviewer's are "review: ...".
-                text = (
-                    reason if decided_by == "prefilter" else f"review: {reason or 'rejected by the reviewer'}"
-                )
-                decisions[item_id] = Decision(text, {"clip_score": clip_score, "decided_by": decided_by})
-            elif status == "pending" and pending == "drop":
-                decisions[item_id] = Decision("not reviewed: dropped by pending=drop")
-            elif status == "edited":
-                decisions[item_id] = Decision(updates={"text": new_text, "caption_edited": True})
-        return decisions
+        return task_decisions(self.db, self.task, pending)
 
 
 def build_queue(
     source: str | Path, out: str | Path, config: CurateConfig, options: RunOptions | None = None
-) -> Path:
-    """Score every sample of ``source``, apply the pre-filters, and queue the rest for review."""
+) -> str:
+    """Score every sample of ``source``, apply the pre-filters, and queue the rest for review;
+    return where the queue is."""
     options = options or RunOptions()
-    db_path = Path(config.db) if config.db else default_db(out)
+    location = queue_location(config, out)
     scores_dir = Path(out).with_name(f".{Path(out).name}.scores")
     run_dataset_stage(ScoreStage(config), source, scores_dir, options)
-    queue = ReviewQueue(db_path)
-    with queue.db:  # one transaction
+
+    def relative(path: str) -> str:
+        try:
+            return dataset_file_name(Path(source), path)
+        except ValueError:  # no file inside the dataset: nothing to show
+            return ""
+
+    queue = ReviewQueue(location, source, create=True)
+    with queue.db.transaction():
         queued = 0
         for position, row in enumerate(iter_rows(scores_dir)):
             reason = _prefilter_reason(row, config)
-            queue.add(position, row, "rejected" if reason else "pending", reason)
+            queue.add(
+                position, {**row, "file": relative(row["file"])}, "rejected" if reason else "pending", reason
+            )
             queued = position + 1
         for position, row in enumerate(iter_rows(scores_dir, "rejects.jsonl"), start=queued):
-            unreadable = {"id": row["id"], "file": row.get("source", ""), "text": ""}
+            unreadable = {"id": row["id"], "file": relative(row.get("source", "")), "text": ""}
             queue.add(position, unreadable, "rejected", row["reason"])
     queue.close()
     shutil.rmtree(scores_dir, ignore_errors=True)
-    return db_path
+    return location
 
 
 def _prefilter_reason(row: dict[str, Any], config: CurateConfig) -> str | None:
@@ -261,16 +256,16 @@ def apply_decisions(
     extra_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the curated dataset: the queue's decisions applied to ``source``."""
-    db_path = Path(config.db) if config.db else default_db(out)
-    if not db_path.is_file():
+    location = queue_location(config, out)
+    if not is_postgres(location) and not Path(location).is_file():
         raise EdgefusionError(
-            f"no review queue at {db_path}: run `edgefusion data curate` without --apply first"
+            f"no review queue at {location}: run `edgefusion data curate` without --apply first"
         )
-    queue = ReviewQueue(db_path)
+    queue = ReviewQueue(location, source)
     decisions, counts = queue.decisions(config.pending), queue.counts()
     queue.close()
     stage = SelectStage("curate", config, decisions)
-    extra = {"review": counts, "review_db": str(db_path), **(extra_stats or {})}
+    extra = {"review": counts, "review_db": describe(location), **(extra_stats or {})}
     return run_dataset_stage(stage, source, out, options, extra)
 
 

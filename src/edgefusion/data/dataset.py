@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import IMAGE_EXTENSIONS  # noqa: F401  (part of the dataset format's names)
 from edgefusion.paths import member_path
 
 METADATA_FILE = "metadata.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 STATS_FILE = "stats.json"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgefusion.data.dataset import IMAGE_EXTENSIONS, METADATA_FILE, Item, has_bad_utf8, read_dataset, safe_id
+from edgefusion.data.dataset import METADATA_FILE, Item, has_bad_utf8, read_dataset, safe_id
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import IMAGE_EXTENSIONS
 from edgefusion.paths import member_path
 
 FORMATS = ("auto", "imagefolder", "csv", "parquet", "webdataset")

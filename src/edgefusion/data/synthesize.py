@@ -27,7 +27,7 @@ from edgefusion.data.prompts import (
 from edgefusion.data.runner import Outcome, RunOptions, run_stage
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import check_model_folder
-from edgefusion.toy.registry import resolve_model_path
+from edgefusion.pipeline.sources import resolve_model_path
 
 PROMPT_SOURCES = ("toy", "templates", "file")
 RENDERER = "toy:render"
@@ -86,7 +86,7 @@ def render_prompts(
     prompts: list[str], seeds: list[int], size: int
 ) -> list[tuple[Any, dict[str, Any] | None]]:
     """Exact renders of toy prompts, with the completed scene as the attribute record."""
-    from edgefusion.eval.toy import complete_scene, parse_prompts
+    from edgefusion.toy.metrics import complete_scene, parse_prompts
     from edgefusion.toy.world import render
 
     images = []
@@ -98,7 +98,7 @@ def render_prompts(
 
 @lru_cache(maxsize=1)
 def _pipeline(spec: str):
-    from edgefusion.pipeline.load import load_pipeline
+    from edgefusion.pipeline.load import load_pipeline  # torch loads only when a model generates
 
     return load_pipeline(spec)
 
@@ -107,8 +107,7 @@ def generate_with_pipeline(
     prompts: list[str], seeds: list[int], config: SynthConfig
 ) -> list[tuple[Any, None]]:
     """Images of a diffusers text-to-image pipeline, one seeded generator per image."""
-    from edgefusion.generate import sampling_defaults
-    from edgefusion.pipeline.sampling import generate_tensors
+    from edgefusion.pipeline.sampling import generate_tensors, sampling_defaults
     from edgefusion.toy.samples import tensor_to_images
 
     pipe = _pipeline(config.generator)

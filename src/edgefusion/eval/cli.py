@@ -19,6 +19,7 @@ eval_app = typer.Typer(
 console = Console()
 
 _INCEPTION_HELP = f"Local pytorch-fid Inception weights ({WEIGHTS_FILE}); needed for IS, FID and KID."
+_TOY_HELP = "Toy-world metrics (default: for toy-world models)."
 
 
 @eval_app.callback()
@@ -65,9 +66,7 @@ def eval_command(
     clip_arch: Annotated[str, typer.Option(help="open_clip architecture of a checkpoint file.")] = (
         DEFAULT_OPEN_CLIP_ARCH
     ),
-    toy: Annotated[
-        bool | None, typer.Option("--toy/--no-toy", help="Toy-world metrics (default: for toy:NAME models).")
-    ] = None,
+    toy: Annotated[bool | None, typer.Option("--toy/--no-toy", help=_TOY_HELP)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
 ) -> None:
     """Generate for a prompt file (resumable, seeded) and score as BK-SDM does: 512 px, resized to 256."""

@@ -25,12 +25,12 @@ from tqdm import tqdm
 from edgefusion.atomic import make_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.eval.clip import DEFAULT_OPEN_CLIP_ARCH, load_clip
+from edgefusion.eval.evaluators import EvaluatorPlugin, evaluator_for, get_evaluator
 from edgefusion.eval.fid import feature_statistics, frechet_distance
 from edgefusion.eval.inception import load_inception
 from edgefusion.eval.metrics import inception_score, kernel_inception_distance
 from edgefusion.eval.prompts import image_names, read_prompts
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from edgefusion.inputs import IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -55,7 +55,7 @@ class EvalConfig:
     kid: bool = False
     clip: Path | None = None
     clip_arch: str = DEFAULT_OPEN_CLIP_ARCH
-    toy: bool | None = None  # None: when the model is a shipped toy:NAME
+    toy: bool | None = None  # None: when the model is a toy-world one (the toy evaluator claims it)
     limit: int | None = None
 
 
@@ -113,7 +113,7 @@ def inception_outputs(
 
 
 def folder_images(folder: Path) -> list[Path]:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if len(paths) < 2:
         raise EdgefusionError(f"{folder} holds {len(paths)} images; a reference needs at least 2")
     return paths
@@ -167,20 +167,24 @@ def reference_features(
         return stats["mu"], stats["sigma"], stats["features"] if "features" in stats else None
 
 
-def _check_config(config: EvalConfig) -> bool:
-    """Validate before any long work; returns whether the toy evaluator runs."""
+def _check_config(config: EvalConfig) -> EvaluatorPlugin | None:
+    """Validate before any long work; returns the registered evaluator that runs (``--toy``: the
+    toy world's; by default the one that claims the model), if any."""
     if (config.model is None) == (config.images is None):
         raise EdgefusionError("pass either --model (generate, then score) or --images (score a folder)")
     if config.kid and config.fid_reference is None:
         raise EdgefusionError("KID compares with reference images: pass --fid-ref FOLDER_OR_STATS.npz")
-    toy = config.toy if config.toy is not None else str(config.model or "").startswith("toy:")
+    if config.toy is None:
+        plugin = evaluator_for(config.model)
+    else:
+        plugin = get_evaluator("toy") if config.toy else None
     wants_inception = config.inception_weights or config.fid_reference or config.kid
-    if not (wants_inception or config.clip or toy):
+    if not (wants_inception or config.clip or plugin):
         raise EdgefusionError(
             "no evaluator selected: pass --inception-weights pt_inception-2015-12-05-6726825d.pth "
             "(IS; FID/KID with --fid-ref), --clip CLIP_FOLDER_OR_CHECKPOINT, or --toy"
         )
-    return toy
+    return plugin
 
 
 def evaluate(config: EvalConfig, inception: nn.Module | None = None) -> dict:
@@ -189,17 +193,15 @@ def evaluate(config: EvalConfig, inception: nn.Module | None = None) -> dict:
     ``inception`` replaces the network loaded from ``config.inception_weights`` (tests pass a
     tiny one with the same (features, logits) contract).
     """
-    toy = _check_config(config)
+    plugin = _check_config(config)
     rows = read_prompts(config.prompts, config.limit)
     if inception is None and (config.inception_weights or config.fid_reference or config.kid):
         inception = load_inception(config.inception_weights)
     clip = load_clip(config.clip, config.clip_arch) if config.clip else None
-    toy_evaluator = None
-    if toy:
-        from edgefusion.eval.toy import ToyEvaluator, check_toy_prompts
-
-        check_toy_prompts([r.text for r in rows for _ in range(config.n)])  # fail before generating
-        toy_evaluator = ToyEvaluator()
+    exact = None  # the registered evaluator's loaded models
+    if plugin is not None:
+        plugin.check_prompts([r.text for r in rows for _ in range(config.n)])  # fail before generating
+        exact = plugin.load(None)
 
     out = Path(config.out)
     make_output_dir(out)
@@ -233,7 +235,7 @@ def evaluate(config: EvalConfig, inception: nn.Module | None = None) -> dict:
             logits.append(logit.double().numpy())
         if clip is not None:
             scores.append(clip.scores(resized, prompts[i * config.batch_size : (i + 1) * config.batch_size]))
-        if toy_evaluator is not None:
+        if exact is not None:
             originals.append(to_tensor(images))
 
     result: dict = {"n_images": len(paths)}
@@ -254,14 +256,12 @@ def evaluate(config: EvalConfig, inception: nn.Module | None = None) -> dict:
                 result["kid_mean"], result["kid_std"] = kernel_inception_distance(features, ref_features)
     if clip is not None:
         result["clip_score"] = float(np.concatenate(scores).mean())
-    if toy_evaluator is not None:
-        from edgefusion.eval.toy import score_images
-
-        result["toy"] = score_images(torch.cat(originals), prompts, toy_evaluator)
+    if exact is not None:
+        result[plugin.name] = exact.score(torch.cat(originals), prompts)
     result["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     result["settings"]["images_folder"] = str(folder)
     _write(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    _write(out / "metrics.md", markdown_table(result))
+    _write(out / "metrics.md", markdown_table(result, plugin))
     return result
 
 
@@ -271,8 +271,9 @@ def _write(path: Path, text: str) -> None:
     os.replace(staging, path)
 
 
-def markdown_table(result: dict) -> str:
-    """The metrics as a two-column markdown table (the form docs/RESULTS.md uses)."""
+def markdown_table(result: dict, plugin: EvaluatorPlugin | None = None) -> str:
+    """The metrics as a two-column markdown table (the form docs/RESULTS.md uses); ``plugin``'s
+    metrics in its own rows."""
     rows = [("images", str(result["n_images"]))]
     if "is_mean" in result:
         rows.append(("IS", f"{result['is_mean']:.2f} ± {result['is_std']:.2f}"))
@@ -282,13 +283,7 @@ def markdown_table(result: dict) -> str:
         rows.append(("KID", f"{result['kid_mean']:.4f} ± {result['kid_std']:.4f}"))
     if "clip_score" in result:
         rows.append(("CLIP score", f"{result['clip_score']:.4f}"))
-    if "toy" in result:
-        toy = result["toy"]
-        rows += [
-            ("toy attribute accuracy (all correct)", f"{toy['accuracy_all']:.3f}"),
-            *((f"toy accuracy: {a}", f"{v:.3f}") for a, v in toy["accuracy"].items()),
-            ("toy CLIP score", f"{toy['clip_score']:.4f}"),
-            ("toy FID", f"{toy['fid']:.2f}"),
-        ]
+    if plugin is not None and plugin.name in result:
+        rows += plugin.table_rows(result[plugin.name])
     lines = ["| metric | value |", "|---|---:|", *(f"| {m} | {v} |" for m, v in rows)]
     return "\n".join(lines) + "\n"

@@ -1,3 +1,20 @@
 """ONNX export of a pipeline (:mod:`~edgefusion.export.onnx`, W8A16 as QDQ in
 :mod:`~edgefusion.export.qdq`) and generation from the export in onnxruntime
-(:mod:`~edgefusion.export.runtime`)."""
+(:mod:`~edgefusion.export.runtime`).
+
+Importing this package registers the ``onnxruntime`` backend of the inference layer
+(:mod:`edgefusion.pipeline.registry`), which does not import this package.
+"""
+
+from pathlib import Path
+
+from edgefusion.pipeline.registry import register_backend
+
+
+def _load_onnxruntime(path: Path, **options):
+    from edgefusion.export.runtime import load_onnxruntime_backend  # onnxruntime loads only when used
+
+    return load_onnxruntime_backend(path, **options)
+
+
+register_backend("onnxruntime", _load_onnxruntime)

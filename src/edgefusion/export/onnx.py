@@ -37,14 +37,20 @@ from torch import nn
 
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
+from edgefusion.export.layout import EXPORT_INFO, save_onnx
+from edgefusion.export.qdq import quantize_onnx_weights
 from edgefusion.limits import check_image_size
+from edgefusion.pipeline.lcm import is_lcm
+from edgefusion.pipeline.load import cast_, load_pipeline
+from edgefusion.pipeline.sampling import check_sampling_memory, native_size, pipeline_size_factor
+from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.provenance import PROVENANCE_FILE
-from edgefusion.toy.registry import resolve_model_path
+from edgefusion.quant.io import is_quantized_folder
+from edgefusion.quant.w8a16 import W8A16Config
+from edgefusion.tiling.layers import TILING_FILE, read_tiling, tile_attention_
 
 PRECISIONS = ("fp32", "fp16", "w8a16")
 OPSET = 17
-EXPORT_INFO = "edgefusion_export.json"
-_PROTOBUF_LIMIT = 2**31 - 1  # above it, ONNX tensors must go to an external data file
 
 
 class _TextEncoder(nn.Module):
@@ -90,12 +96,6 @@ def export_pipeline(
     fixed U-Net size of a tiled model); by default the model's native size. Either must be a
     positive multiple of the model's size factor (:func:`edgefusion.limits.size_factor`).
     """
-    from edgefusion.pipeline.load import cast_, load_pipeline
-    from edgefusion.pipeline.sampling import check_sampling_memory, native_size, pipeline_size_factor
-    from edgefusion.quant.io import is_quantized_folder
-    from edgefusion.quant.w8a16 import W8A16Config
-    from edgefusion.tiling.layers import TILING_FILE, read_tiling, tile_attention_
-
     if precision not in PRECISIONS:
         raise EdgefusionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)
@@ -112,77 +112,92 @@ def export_pipeline(
         planned = json.loads((path / "unet" / TILING_FILE).read_text())["resolution"]
         height, width = planned if height is None else height, planned if width is None else width
     _check_exportable(pipe)
-    dtype = torch.float16 if precision == "fp16" else torch.float32
-    scale = pipe.vae_scale_factor
-    factor = pipeline_size_factor(pipe)
-    height = native_size(pipe) if height is None else check_image_size(height, factor, "--size")
-    width = native_size(pipe) if width is None else check_image_size(width, factor, "--size")
-    check_sampling_memory(pipe, 1, height, width)
-    latent_h, latent_w = height // scale, width // scale
-    cond_dim = pipe.unet.config.time_cond_proj_dim
-    text_len = pipe.tokenizer.model_max_length
+    height, width = _traced_size(pipe, height, width)
+    latent = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    quant_config = W8A16Config() if precision == "w8a16" else None
     with atomic_output_dir(out, overwrite) as staging:
-        pipe.tokenizer.save_pretrained(staging / "tokenizer")
-        pipe.scheduler.save_pretrained(staging / "scheduler")
-        side_dtype = torch.float16 if precision == "fp16" else torch.float32
-        _export(
-            _TextEncoder(cast_(pipe.text_encoder, side_dtype)),
-            (torch.ones(1, text_len, dtype=torch.long),),
-            staging / "text_encoder" / "model.onnx",
-            ["input_ids"],
-            ["last_hidden_state"],
-            {"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}},
-        )
-        quant_config = W8A16Config() if precision == "w8a16" else None
-        export_unet(
-            cast_(pipe.unet, dtype),
-            staging / "unet" / "model.onnx",
-            (latent_h, latent_w),
-            text_len,
-            dynamic_spatial=not tiling,
-            quant_config=quant_config,
-        )
-        _export(
-            _VaeDecoder(cast_(pipe.vae, side_dtype)),
-            (torch.randn(1, pipe.vae.config.latent_channels, latent_h, latent_w, dtype=side_dtype),),
-            staging / "vae_decoder" / "model.onnx",
-            ["latent_sample"],
-            ["sample"],
-            {
-                "latent_sample": {0: "batch", 2: "height", 3: "width"},
-                "sample": {0: "batch", 2: "height", 3: "width"},
-            },
-        )
-        info = {
-            "format": "onnx",
-            "opset": OPSET,
-            "precision": precision,
-            "source": str(src),
-            "dtypes": {
-                "text_encoder": "float32" if side_dtype == torch.float32 else "float16",
-                "unet": "float16" if precision == "fp16" else "float32",
-                "vae_decoder": "float32" if side_dtype == torch.float32 else "float16",
-            },
-            "unet_weights": "int8 QDQ per output channel"
-            if quant_config
-            else str(dtype).removeprefix("torch."),
-            "quantization": quant_config.to_dict() if quant_config else None,
-            "vae_scale_factor": scale,
-            "size_factor": factor,
-            "vae_scaling_factor": pipe.vae.config.scaling_factor,
-            "latent_channels": pipe.vae.config.latent_channels,
-            "text_max_length": text_len,
-            "cross_attention_dim": pipe.unet.config.cross_attention_dim,
-            "time_cond_proj_dim": cond_dim,
-            "sample_size": [latent_h, latent_w],
-            "dynamic_spatial": not tiling,
-            "tiling": tiling,
-        }
+        _export_components(pipe, staging, precision, latent, bool(tiling), quant_config)
+        info = _export_info(pipe, str(src), precision, latent, tiling, quant_config)
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         # The training provenance travels with the graphs (generate reads an LCM's guidance range).
         if (path / "unet" / PROVENANCE_FILE).is_file():
             shutil.copy2(path / "unet" / PROVENANCE_FILE, staging / "unet" / PROVENANCE_FILE)
     return out
+
+
+def _traced_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
+    """The image size the graphs are traced at: the model's native one where not given; a given
+    one must be a multiple of the model's size factor, and one call at it must fit in memory."""
+    factor = pipeline_size_factor(pipe)
+    height = native_size(pipe) if height is None else check_image_size(height, factor, "--size")
+    width = native_size(pipe) if width is None else check_image_size(width, factor, "--size")
+    check_sampling_memory(pipe, 1, height, width)
+    return height, width
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return torch.float16 if precision == "fp16" else torch.float32
+
+
+def _export_components(
+    pipe, staging: Path, precision: str, latent: tuple[int, int], tiled: bool, quant_config
+) -> None:
+    """Tokenizer, scheduler and the three graphs of ``pipe`` into ``staging``."""
+    dtype = _dtype(precision)
+    text_len = pipe.tokenizer.model_max_length
+    pipe.tokenizer.save_pretrained(staging / "tokenizer")
+    pipe.scheduler.save_pretrained(staging / "scheduler")
+    _export(
+        _TextEncoder(cast_(pipe.text_encoder, dtype)),
+        (torch.ones(1, text_len, dtype=torch.long),),
+        staging / "text_encoder" / "model.onnx",
+        ["input_ids"],
+        ["last_hidden_state"],
+        {"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}},
+    )
+    export_unet(
+        cast_(pipe.unet, dtype),
+        staging / "unet" / "model.onnx",
+        latent,
+        text_len,
+        dynamic_spatial=not tiled,
+        quant_config=quant_config,
+    )
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    _export(
+        _VaeDecoder(cast_(pipe.vae, dtype)),
+        (torch.randn(1, pipe.vae.config.latent_channels, *latent, dtype=dtype),),
+        staging / "vae_decoder" / "model.onnx",
+        ["latent_sample"],
+        ["sample"],
+        {"latent_sample": spatial, "sample": spatial},
+    )
+
+
+def _export_info(
+    pipe, src: str, precision: str, latent: tuple[int, int], tiling: dict[str, int] | None, quant_config
+) -> dict:
+    """What ``edgefusion_export.json`` records: precision, dtypes, and the shapes the runtime needs."""
+    dtype_name = str(_dtype(precision)).removeprefix("torch.")
+    return {
+        "format": "onnx",
+        "opset": OPSET,
+        "precision": precision,
+        "source": src,
+        "dtypes": {"text_encoder": dtype_name, "unet": dtype_name, "vae_decoder": dtype_name},
+        "unet_weights": "int8 QDQ per output channel" if quant_config else dtype_name,
+        "quantization": quant_config.to_dict() if quant_config else None,
+        "vae_scale_factor": pipe.vae_scale_factor,
+        "size_factor": pipeline_size_factor(pipe),
+        "vae_scaling_factor": pipe.vae.config.scaling_factor,
+        "latent_channels": pipe.vae.config.latent_channels,
+        "text_max_length": pipe.tokenizer.model_max_length,
+        "cross_attention_dim": pipe.unet.config.cross_attention_dim,
+        "time_cond_proj_dim": pipe.unet.config.time_cond_proj_dim,
+        "sample_size": list(latent),
+        "dynamic_spatial": not tiling,
+        "tiling": tiling,
+    }
 
 
 def export_unet(
@@ -208,13 +223,11 @@ def export_unet(
         "encoder_hidden_states": {0: "batch", 1: "sequence"},
         "out_sample": {0: "batch", **spatial},
     }
-    if unet.config.time_cond_proj_dim is not None:
+    if is_lcm(unet):
         inputs["timestep_cond"] = torch.randn(2, unet.config.time_cond_proj_dim, dtype=dtype)
         axes["timestep_cond"] = {0: "batch"}
     _export(_UNet(unet), tuple(inputs.values()), file, list(inputs), ["out_sample"], axes)
     if quant_config is not None:
-        from edgefusion.export.qdq import quantize_onnx_weights
-
         quantize_onnx_weights(file, quant_config, prefix="unet.")  # _UNet holds it as .unet
 
 
@@ -264,16 +277,3 @@ def _export(
             stale.unlink()  # per-tensor files of a large export; rewritten as one below
     save_onnx(proto, file)
 
-
-def save_onnx(proto, file: Path) -> None:
-    """Save ``proto``, with its tensors in one ``model.onnx.data`` file when it exceeds 2 GB."""
-    import onnx
-
-    external = sum(len(t.raw_data) for t in proto.graph.initializer) > _PROTOBUF_LIMIT
-    onnx.save_model(
-        proto,
-        str(file),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=f"{file.name}.data",
-    )

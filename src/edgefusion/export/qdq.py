@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgefusion.export.layout import save_onnx
 from edgefusion.quant.w8a16 import W8A16Config, quantize_weight
 
 
@@ -34,8 +35,6 @@ def quantize_onnx_weights(file: Path, config: W8A16Config, prefix: str = "") -> 
     the exported wrapper's attribute path to the model). Returns the count."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from edgefusion.export.onnx import save_onnx
 
     proto = onnx.load(str(file))
     graph = proto.graph

@@ -5,6 +5,10 @@ of diffusers' ``StableDiffusionPipeline`` around the scheduler saved in the expo
 same seeds an fp32 export reproduces the torch images (to float rounding). LCM U-Nets (those with
 a ``timestep_cond`` input) take the embedded guidance ``w = guidance_scale - 1`` and no doubled
 batch, as diffusers' ``LatentConsistencyModelPipeline``; the others use classifier-free guidance.
+
+This is the ``onnxruntime`` backend of the inference layer (``load_pipeline(folder,
+backend="onnxruntime")``, ``edgefusion generate --backend onnxruntime``): ``edgefusion.export``
+registers it when imported. The benchmarks open their sessions with :func:`ort_session` too.
 """
 
 from __future__ import annotations
@@ -18,22 +22,29 @@ import numpy as np
 import torch
 
 from edgefusion.errors import EdgefusionError
-from edgefusion.export.onnx import EXPORT_INFO
+from edgefusion.export.layout import EXPORT_INFO
+from edgefusion.pipeline.lcm import guidance_embedding, is_lcm
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def ort_session(file: Path, threads: int | None = None):
+    """An onnxruntime CPU session of ``file``; ``threads`` caps its intra-op threads (None: its
+    default), and only its errors are logged."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
 
 
 class OrtSession:
     """One onnxruntime session; inputs cast to what the graph declares, outputs back to fp32 torch."""
 
     def __init__(self, file: Path, threads: int | None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(file, threads)
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
@@ -68,11 +79,11 @@ class OnnxStableDiffusionPipeline:
         self.text_encoder = OrtSession(path / "text_encoder" / "model.onnx", threads)
         self.unet = OrtSession(path / "unet" / "model.onnx", threads)
         self.vae_decoder = OrtSession(path / "vae_decoder" / "model.onnx", threads)
-        self.is_lcm = "timestep_cond" in self.unet.input_types
         self.vae_scale_factor = self.info["vae_scale_factor"]
         self.default_size = self.info["sample_size"][0] * self.vae_scale_factor
         self.size_factor = self.info.get("size_factor", self.vae_scale_factor)
-        self.config = SimpleNamespace(**self.info)
+        self.config = SimpleNamespace(**self.info)  # the U-Net's config, as far as sampling needs it
+        self.is_lcm = is_lcm(self)
 
     def set_progress_bar_config(self, **kwargs) -> None:
         """Accepted for parity with diffusers pipelines; this pipeline shows no progress bar."""
@@ -124,8 +135,6 @@ class OnnxStableDiffusionPipeline:
             )
             embeds = torch.cat([self._encode(negatives), embeds])
         if self.is_lcm:
-            from edgefusion.train.lcm import guidance_embedding
-
             w = torch.full((batch,), guidance_scale - 1.0)
             extra["timestep_cond"] = guidance_embedding(w, self.info["time_cond_proj_dim"])
         shape = (batch, self.info["latent_channels"], height // scale, width // scale)
@@ -166,3 +175,11 @@ class OnnxStableDiffusionPipeline:
 def load_onnx_pipeline(path: str | Path, threads: int | None = None) -> OnnxStableDiffusionPipeline:
     """The onnxruntime pipeline of an export folder; ``threads`` caps onnxruntime's intra-op threads."""
     return OnnxStableDiffusionPipeline(path, threads)
+
+
+def load_onnxruntime_backend(path: Path, scheduler: str | None = None, **_) -> OnnxStableDiffusionPipeline:
+    """The ``onnxruntime`` backend's loader: an export samples with the scheduler saved in it (a
+    dtype asked of it is ignored: the graphs fix theirs)."""
+    if scheduler is not None:
+        raise EdgefusionError("the onnxruntime backend samples with the scheduler saved in the export")
+    return load_onnx_pipeline(path)

@@ -1,39 +1,63 @@
-"""Loading a Stable Diffusion pipeline folder (or a shipped toy name) for generation."""
+"""Loading a model for generation: one ``load_pipeline(spec, backend=...)`` for every command.
+
+``spec`` is anything :func:`~edgefusion.pipeline.sources.resolve_model_path` resolves (a folder,
+or a registered name such as ``toy:edgefusion``). ``backend`` names a loader in the backend
+registry (:mod:`edgefusion.pipeline.registry`): ``torch`` is built in here; W8A16
+(``edgefusion.quant``) and onnxruntime (``edgefusion.export``) register themselves when their
+package is imported, and a new runtime is one more module that does the same. Every backend
+returns a pipeline with the call signature of a diffusers one, which is all that sampling needs.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
 from pathlib import Path
 
 import torch
 
 from edgefusion.errors import EdgefusionError
-from edgefusion.toy.registry import resolve_model_path
+from edgefusion.inputs import check_model_folder, first_line
+from edgefusion.pipeline.lcm import is_lcm
+from edgefusion.pipeline.registry import claiming_backend, get_backend, register_backend
+from edgefusion.pipeline.sources import resolve_model_path
+
+# Packages whose modules a pipeline folder may name in model_index.json and that we import first,
+# so that a plug-in that wrote the folder registers the backend that loads it.
+_PLUGIN_PACKAGE = "edgefusion."
 
 
-def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
-    """The generation pipeline of a diffusers folder or ``toy:NAME``, with no safety checker.
+def load_pipeline(
+    spec: str | Path,
+    backend: str = "torch",
+    *,
+    scheduler: str | None = None,
+    dtype: torch.dtype = torch.float32,
+):
+    """The generation pipeline of ``spec`` in ``backend``, progress bar off, no safety checker.
 
-    A W8A16 folder (``edgefusion quantize``) loads with its int8 U-Net, in its 16-bit dtype. Weights
-    may be stored in fp16 (the shipped toy models are); they load as ``dtype``, because fp16
-    matmuls are slow or missing on CPUs. The kind of pipeline follows the U-Net, see
-    :func:`as_generation_pipeline`. The folder's JSON files and weight headers are checked first
-    (:func:`~edgefusion.inputs.check_model_folder`), so a corrupt file is a one-line error.
+    ``scheduler`` swaps the sampler (:func:`set_scheduler`; a backend may refuse it). ``dtype`` is
+    the torch backend's compute type (fp32 or bf16): weights stored in fp16 (the shipped toy
+    models are) load as ``dtype``, because fp16 matmuls are slow or missing on CPUs. A folder that
+    another backend claims (a W8A16 folder) loads through that backend, in its own dtype.
     """
-    import diffusers
-    import transformers
+    loader = get_backend(backend)
+    return loader.load(resolve_model_path(spec), dtype=dtype, scheduler=scheduler)
+
+
+def _load_torch(path: Path, dtype: torch.dtype = torch.float32, scheduler: str | None = None):
+    """The ``torch`` backend: a diffusers pipeline folder, checked first
+    (:func:`~edgefusion.inputs.check_model_folder`), so a corrupt file is a one-line error."""
     from diffusers import StableDiffusionPipeline
 
-    from edgefusion.inputs import check_model_folder, first_line
-    from edgefusion.quant.io import is_quantized_folder, load_quantized_pipeline
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    path = resolve_model_path(spec)
     if not (path / "model_index.json").exists():
         raise EdgefusionError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
     check_model_folder(path)
-    if is_quantized_folder(path):
-        return load_quantized_pipeline(path)
+    _import_declared_plugins(path)
+    claimed = claiming_backend(path)
+    if claimed is not None:
+        return claimed.load(path, dtype=dtype, scheduler=scheduler)
+    quiet_progress_bars()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
@@ -43,7 +67,38 @@ def load_pipeline(spec: str | Path, dtype: torch.dtype = torch.float32):
             f"could not load the pipeline in {path}: {first_line(err)}; check that each component's "
             "config matches its weights"
         ) from err
-    return as_generation_pipeline(pipe)
+    pipe = as_generation_pipeline(pipe)
+    if scheduler is not None:
+        set_scheduler(pipe, scheduler)
+    return pipe
+
+
+register_backend("torch", _load_torch)
+
+
+def _import_declared_plugins(path: Path) -> None:
+    """Import the edgefusion modules ``model_index.json`` names as component classes.
+
+    A folder a plug-in wrote (W8A16) names the plug-in's module as its U-Net's, as diffusers needs
+    to load it; importing that module registers the plug-in's backend, so the folder loads even
+    when the caller imported nothing but this layer.
+    """
+    index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    for entry in index.values():
+        if isinstance(entry, list) and entry and str(entry[0]).startswith(_PLUGIN_PACKAGE):
+            try:
+                importlib.import_module(entry[0])
+            except ImportError:
+                continue  # diffusers reports the missing class with the folder's name
+
+
+def quiet_progress_bars() -> None:
+    """diffusers' and transformers' per-component loading bars off: commands print their own."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def as_generation_pipeline(pipe):
@@ -63,11 +118,6 @@ def as_generation_pipeline(pipe):
             pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def is_lcm(pipe) -> bool:
-    """Whether the pipeline's U-Net takes an embedded guidance scale (an LCM-distilled model)."""
-    return getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
 
 
 _SCHEDULERS = {

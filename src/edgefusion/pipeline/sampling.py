@@ -1,17 +1,69 @@
-"""Batched, seeded image generation with a diffusers SD pipeline.
+"""Batched, seeded image generation with a loaded pipeline, and the settings it samples with.
 
 Image ``i`` uses its own generator seeded with ``seeds[i]``, so an image does not depend on the
 batch it was generated in: resumed or re-batched runs give the same pixels. Every sampling
 command (generate, eval, toy eval, synthesize, the quantize and export reports) comes through
 :func:`generate_tensors`, so the checks of a request (finite guidance, seeds in range, an image
-size the model takes and that fits in memory) hold for all of them.
+size the model takes and that fits in memory) hold for all of them, and through
+:func:`sampling_defaults`, so they all sample a model with the same steps and guidance: the
+model kind's steps (LCM: 2, else SD's 25) and the guidance the model records.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import torch
 
+from edgefusion.errors import EdgefusionError
 from edgefusion.limits import check_fits_in_memory, check_guidance, check_seeds, size_factor
+from edgefusion.pipeline.lcm import is_lcm
+from edgefusion.pipeline.sources import resolve_model_path
+from edgefusion.provenance import DEFAULT_GUIDANCE, recorded_guidance
+
+#: Steps when a caller gives none: SD's 25; EdgeFusion's 2.
+DEFAULT_STEPS = {"lcm": 2, "other": 25}
+#: Guidance of an LCM that records none: diffusers' ``LatentConsistencyModelPipeline`` default.
+LCM_DEFAULT_GUIDANCE = 8.5
+
+
+def default_guidance(pipe: Any, model: str | Path) -> float:
+    """The guidance scale the model records for sampling (see :mod:`edgefusion.provenance`), else
+    the model kind's: CFG 7.5 (SD's), or diffusers' LCM default 8.5."""
+    recorded = recorded_guidance(resolve_model_path(model))
+    if recorded is not None:
+        return recorded
+    return LCM_DEFAULT_GUIDANCE if is_lcm(pipe) else DEFAULT_GUIDANCE
+
+
+def sampling_defaults(
+    pipe: Any, model: str | Path, steps: int | None, guidance: float | None
+) -> tuple[int, float]:
+    """``steps`` and ``guidance``, or the model kind's defaults where they are None; a guidance
+    that is not finite (given, or recorded by the model) is refused."""
+    if steps is None:
+        steps = DEFAULT_STEPS["lcm" if is_lcm(pipe) else "other"]
+    if steps < 1:
+        raise EdgefusionError(f"steps must be at least 1, got {steps}")
+    return steps, check_guidance(guidance if guidance is not None else default_guidance(pipe, model))
+
+
+def warn_truncated(tokenizer: Any, prompts: Sequence[str]) -> None:
+    """Warn, naming the prompt and what is lost, when a prompt exceeds the text encoder's tokens."""
+    limit = tokenizer.model_max_length
+    for index, prompt in enumerate(prompts):
+        ids = tokenizer(prompt, truncation=False).input_ids
+        if len(ids) > limit:
+            kept = tokenizer.decode(ids[1 : limit - 1])
+            warnings.warn(
+                f"prompt {index} has {len(ids)} tokens but the text encoder reads {limit}: it is truncated "
+                f"to {kept!r}",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def generate_tensors(

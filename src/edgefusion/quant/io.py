@@ -20,6 +20,7 @@ from diffusers import ModelMixin, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.load import as_generation_pipeline, cast_, quiet_progress_bars, set_scheduler
 from edgefusion.quant.w8a16 import W8A16Config, quantize_
 
 QUANT_CONFIG = "quantization.json"
@@ -51,8 +52,6 @@ def is_quantized_folder(path: str | Path) -> bool:
 def save_quantized_pipeline(pipe, out: Path, config: W8A16Config) -> None:
     """Write ``pipe`` (U-Net already quantized with ``config``) into the empty folder ``out``."""
     unet = pipe.unet
-    from edgefusion.pipeline.load import cast_
-
     cast_(pipe.text_encoder, torch.float16)
     cast_(pipe.vae, torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)
@@ -87,11 +86,10 @@ def load_quantized_unet(path: str | Path):
     return unet.eval()
 
 
-def load_quantized_pipeline(path: str | Path):
+def load_quantized_pipeline(path: str | Path, scheduler: str | None = None, **_):
     """The generation pipeline (SD, or LCM for an LCM U-Net) with the W8A16 U-Net; every component
-    computes in the config's 16-bit activation dtype."""
-    import diffusers
-    import transformers
+    computes in the config's 16-bit activation dtype (a dtype asked of the ``w8a16`` backend is
+    ignored). ``scheduler`` swaps the sampler, as for any torch pipeline."""
     from diffusers import StableDiffusionPipeline
 
     path = Path(path)
@@ -99,8 +97,7 @@ def load_quantized_pipeline(path: str | Path):
         raise EdgefusionError(
             f"{path} is not a quantized pipeline (no unet/{QUANT_CONFIG}): run `edgefusion quantize`"
         )
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_progress_bars()
     config = read_quant_config(path)
     pipe = StableDiffusionPipeline.from_pretrained(
         str(path),
@@ -109,6 +106,7 @@ def load_quantized_pipeline(path: str | Path):
         safety_checker=None,
         requires_safety_checker=False,
     )
-    from edgefusion.pipeline.load import as_generation_pipeline
-
-    return as_generation_pipeline(pipe)
+    pipe = as_generation_pipeline(pipe)
+    if scheduler is not None:
+        set_scheduler(pipe, scheduler)
+    return pipe

@@ -1,7 +1,8 @@
 """The ``quantize`` stage: a pipeline folder in, a W8A16 pipeline folder out, and its report.
 
 The report compares the quantized pipeline with the fp32 original on the same prompts and seeds:
-U-Net bytes on disk, PSNR of the images and, for toy models, the change of every toy metric.
+U-Net bytes on disk, PSNR of the images and, for a model a registered evaluator claims (toy
+models: :mod:`edgefusion.eval.evaluators`), the change of each of its metrics.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import torch
 
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
-from edgefusion.generate import sampling_defaults
+from edgefusion.eval.evaluators import default_prompts, evaluator_for
+from edgefusion.eval.prompts import read_prompts
 from edgefusion.limits import check_guidance, check_limit
+from edgefusion.pipeline.load import load_pipeline
+from edgefusion.pipeline.sampling import generate_tensors, sampling_defaults
+from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.quant.io import (
     ACTIVATION_RANGES,
@@ -25,12 +30,12 @@ from edgefusion.quant.io import (
     save_quantized_pipeline,
 )
 from edgefusion.quant.w8a16 import W8A16Config, quantize_
-from edgefusion.toy.registry import resolve_model_path
 
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """Images compared by ``--report``: the first ``num_prompts`` toy eval prompts (or ``prompts``)."""
+    """Images compared by ``--report``: the first ``num_prompts`` of ``prompts_file``, by default
+    the prompts the registered evaluator supplies (the toy eval prompts)."""
 
     num_prompts: int = 200
     steps: int | None = None  # None: the model kind's (25 steps; LCM: 2) and recorded guidance
@@ -48,10 +53,7 @@ class ReportSettings:
             check_guidance(self.guidance)
 
     def prompts(self) -> list[str]:
-        from edgefusion.eval.prompts import read_prompts
-        from edgefusion.toy.prompts import EVAL_PROMPTS_PATH
-
-        return [row.text for row in read_prompts(self.prompts_file or EVAL_PROMPTS_PATH, self.num_prompts)]
+        return [row.text for row in read_prompts(self.prompts_file or default_prompts(), self.num_prompts)]
 
 
 def quantize_pipeline(
@@ -68,8 +70,6 @@ def quantize_pipeline(
     With ``calibration_prompts``, also records per-tensor activation ranges of every quantized
     layer (``unet/activation_ranges.json``) from generating those prompts.
     """
-    from edgefusion.pipeline.load import load_pipeline
-
     config = config or W8A16Config()
     out = Path(out)
     path = resolve_model_path(src)
@@ -114,18 +114,6 @@ def unet_bytes(path: str | Path) -> tuple[int, int]:
     return fp32, sum(f.stat().st_size for f in files)
 
 
-def is_toy_model(path: str | Path) -> bool:
-    """A toy-world pipeline: its tokenizer is the shipped toy one, so toy prompts and metrics apply."""
-    from transformers import CLIPTokenizer
-
-    from edgefusion.toy.tokenizer import load_toy_tokenizer
-
-    folder = resolve_model_path(path) / "tokenizer"
-    if not folder.is_dir():
-        return False
-    return CLIPTokenizer.from_pretrained(str(folder)).get_vocab() == load_toy_tokenizer().get_vocab()
-
-
 def psnr_db(images: torch.Tensor, reference: torch.Tensor) -> float:
     """PSNR of images in [0, 1] against a reference: 10 log10(1 / MSE), MSE over all pixels."""
     mse = float(((images.float() - reference.float()) ** 2).mean())
@@ -138,9 +126,6 @@ def images_beside_original(
     """Images of the original pipeline ``src`` and of ``candidate`` (a pipeline made from it) on
     the same prompts and seeds, at the settings' or the model kind's steps and guidance:
     ``(reference, images, prompts, steps, guidance)``."""
-    from edgefusion.pipeline.load import load_pipeline
-    from edgefusion.pipeline.sampling import generate_tensors
-
     prompts = settings.prompts()
     seeds = [settings.seed + i for i in range(len(prompts))]
     original = load_pipeline(src)
@@ -175,21 +160,11 @@ def quantization_report(
             "quantized": str(quantized),
         },
     }
-    if is_toy_model(src):
-        from edgefusion.eval.toy import ToyEvaluator, score_images
-
-        evaluator = ToyEvaluator()
-        before, after = score_images(reference, prompts, evaluator), score_images(images, prompts, evaluator)
-        report["toy_fp32"], report["toy_w8a16"] = _headline(before), _headline(after)
-        report["toy_delta"] = {k: report["toy_w8a16"][k] - report["toy_fp32"][k] for k in report["toy_fp32"]}
+    plugin = evaluator_for(src)
+    if plugin is not None:
+        evaluator = plugin.load(None)
+        before = plugin.headline(evaluator.score(reference, prompts))
+        after = plugin.headline(evaluator.score(images, prompts))
+        report[f"{plugin.name}_fp32"], report[f"{plugin.name}_w8a16"] = before, after
+        report[f"{plugin.name}_delta"] = {k: after[k] - before[k] for k in before}
     return report
-
-
-def _headline(metrics: dict) -> dict[str, float]:
-    flat = {
-        "accuracy_all": metrics["accuracy_all"],
-        "clip_score": metrics["clip_score"],
-        "fid": metrics["fid"],
-    }
-    flat.update({f"accuracy_{name}": value for name, value in metrics["accuracy"].items()})
-    return flat

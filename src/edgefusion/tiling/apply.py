@@ -13,8 +13,9 @@ from pathlib import Path
 
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
-from edgefusion.tiling.layers import TILING_FILE, plan_unet, read_tiling, tile_attention_, vae_scale_factor
-from edgefusion.toy.registry import resolve_model_path
+from edgefusion.pipeline.configs import vae_scale_factor
+from edgefusion.pipeline.sources import resolve_model_path
+from edgefusion.tiling.layers import TILING_FILE, plan_unet, read_tiling, tile_attention_
 
 
 def tile_pipeline(

@@ -46,7 +46,8 @@ def plan_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Fewest query tiles whose working set fits SRAM, and the modelled DRAM bytes with and without."""
-    from edgefusion.tiling.layers import plan_unet, vae_scale_factor
+    from edgefusion.pipeline.configs import vae_scale_factor
+    from edgefusion.tiling.layers import plan_unet
     from edgefusion.tiling.planner import AttentionShape, parse_bytes, plan_tiles
 
     sram_bytes = parse_bytes(sram)
@@ -59,7 +60,7 @@ def plan_command(
         rows = [("attention", shape, result)]
     else:
         from edgefusion.arch.removal import plan_removal
-        from edgefusion.arch.sources import resolve_source
+        from edgefusion.pipeline.sources import resolve_source
 
         source = resolve_source(model)
         config = source.unet_config

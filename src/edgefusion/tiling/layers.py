@@ -116,11 +116,6 @@ def tile_attention_(unet, num_tiles: dict[str, int] | int, filter_fn: Callable[[
     return unet
 
 
-def vae_scale_factor(vae_config: dict | None) -> int:
-    """Pixels per latent pixel: 2 to the number of the VAE's downsamplings (8 for SD's VAE)."""
-    return 2 ** (len(vae_config["block_out_channels"]) - 1) if vae_config else 8
-
-
 def read_tiling(path: str | Path) -> dict[str, int] | None:
     """The per-layer tile counts of a tiled pipeline folder, or None for an untiled one."""
     file = Path(path) / "unet" / TILING_FILE

@@ -86,7 +86,7 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Generate for the prompts and score: attribute accuracy, toy CLIP score, FID_toy."""
-    from edgefusion.eval.toy import ToyEvaluator, evaluate_toy_model, render_prompts, score_images
+    from edgefusion.toy.metrics import ToyEvaluator, evaluate_toy_model, render_prompts, score_images
     from edgefusion.toy.prompts import EVAL_PROMPTS_PATH, load_prompts
 
     texts = load_prompts(prompts or EVAL_PROMPTS_PATH, limit)

@@ -1,4 +1,8 @@
-"""Shipped toy models, addressable by name wherever a model folder is accepted (``toy:teacher``)."""
+"""Shipped toy models, addressable by name wherever a model folder is accepted (``toy:teacher``).
+
+:mod:`edgefusion.toy.plugins` registers :func:`shipped_path` as the model source of the ``toy:``
+prefix, so the resolver of the inference layer finds these folders without importing this world.
+"""
 
 from __future__ import annotations
 
@@ -24,18 +28,5 @@ def shipped_path(name: str) -> Path:
     if not path.exists():
         raise EdgefusionError(
             f"toy model {name!r} is not in this install ({path}); rebuild it with `edgefusion toy train`"
-        )
-    return path
-
-
-def resolve_model_path(spec: str | Path) -> Path:
-    """``toy:NAME`` -> the shipped folder; anything else must be an existing folder."""
-    text = str(spec)
-    if text.startswith(PREFIX):
-        return shipped_path(text[len(PREFIX) :])
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise EdgefusionError(
-            f"model folder {path} not found; pass a diffusers folder or a name like toy:teacher"
         )
     return path

@@ -9,8 +9,9 @@ folder: absolute, ``..`` or a symlink out; never read).
 
 The VAE and text encoder are frozen in distillation, so their outputs can be computed once: the
 optional cache stores each image's scaled VAE posterior (mean and std, so training can still sample
-latents as BK-SDM does) and each caption's text embedding as safetensors shards. Training from
-the cache skips both encoders.
+latents as BK-SDM does) and each caption's text embedding as safetensors shards, plus every
+caption's token ids (``token_ids.safetensors``) for a run that fine-tunes the text encoder.
+Training from the cache skips both encoders.
 
 Determinism: micro-batch ``b`` of rank ``r`` is a fixed slice of an endless stream of seeded
 per-epoch permutations, and its noise comes from a generator seeded by ``(seed, b, r)``. A run
@@ -40,14 +41,15 @@ from tqdm import tqdm
 
 from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
+from edgefusion.inputs import IMAGE_EXTENSIONS
 from edgefusion.paths import member_path
 from edgefusion.train.config import DataConfig
 
 SKIP_REASONS = ("missing", "corrupt", "no_caption", "outside")
 METADATA_FILE = "metadata.jsonl"
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 CACHE_MANIFEST = "manifest.json"
 CACHE_UNCOND = "uncond.safetensors"
+CACHE_TOKEN_IDS = "token_ids.safetensors"
 _CACHE_FORMAT = 1
 
 
@@ -133,7 +135,7 @@ def _index_shard(shard: Path, caption_column: str, refs: list[SampleRef], skippe
                 if not member.isfile() or not dot:
                     continue
                 key, ext = f"{directory}/{stem}" if directory else stem, ext.lower()
-                if ext in IMAGE_EXTENSIONS:
+                if f".{ext}" in IMAGE_EXTENSIONS:
                     images[key] = member
                 elif ext in ("txt", "json"):
                     texts.setdefault(key, {})[ext] = tar.extractfile(member).read()
@@ -212,11 +214,15 @@ class ImageTextDataset(Dataset):
 
 
 class LatentCacheDataset(Dataset):
-    """Cached encodings (see :func:`build_latent_cache`), read lazily from memory-mapped shards."""
+    """Cached encodings (see :func:`build_latent_cache`), read lazily from memory-mapped shards,
+    with each caption's ``input_ids`` when ``token_ids`` (one row per cached sample) is given."""
 
-    def __init__(self, cache_dir: Path, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, cache_dir: Path, manifest: dict[str, Any], token_ids: torch.Tensor | None = None
+    ) -> None:
         self.files = [str(cache_dir / shard["file"]) for shard in manifest["shards"]]
         self.ends = np.cumsum([shard["n"] for shard in manifest["shards"]])
+        self.token_ids = token_ids
         self._handles: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -228,7 +234,10 @@ class LatentCacheDataset(Dataset):
         if shard not in self._handles:
             self._handles[shard] = safe_open(self.files[shard], framework="pt")
         handle = self._handles[shard]
-        return {key: handle.get_slice(key)[row] for key in ("latent_mean", "latent_std", "text_embeds")}
+        item = {key: handle.get_slice(key)[row] for key in ("latent_mean", "latent_std", "text_embeds")}
+        if self.token_ids is not None:
+            item["input_ids"] = self.token_ids[index].long()
+        return item
 
     def __getstate__(self) -> dict[str, Any]:
         # File handles do not cross into DataLoader workers; each worker opens its own.
@@ -237,14 +246,16 @@ class LatentCacheDataset(Dataset):
 
 @dataclass
 class TrainingData:
-    """A stage's training data: the dataset, how a batch becomes (latents, text embeddings), the
-    empty-prompt embedding (caption dropout, classifier-free guidance), and the skip counts."""
+    """A stage's training data: the dataset, how a batch becomes (latents, text embeddings or token
+    ids), the empty prompt's embedding and token ids (caption dropout, classifier-free guidance),
+    and the skip counts."""
 
     dataset: Dataset
     uncond_embeds: torch.Tensor
     skipped: Counter[str]
     encoders: FrozenEncoders | None
     sample_posterior: bool = True
+    tokenizer: Any = None
 
     def skip_counts(self, corrupt_in_stream: int) -> dict[str, int]:
         """Samples skipped per reason: those indexing dropped, plus the corrupt ones the training
@@ -260,14 +271,37 @@ class TrainingData:
         """Scaled latents (sampled from each image's VAE posterior, or its mean) and the caption
         embeddings."""
         if self.encoders is None:
-            mean, std, text = batch["latent_mean"], batch["latent_std"], batch["text_embeds"]
+            text = batch["text_embeds"]
+        else:
+            text = encode_text(self.encoders.tokenizer, self.encoders.text_encoder, batch["text"])
+        return self._latents(batch, gen), text.float()
+
+    @torch.no_grad()
+    def latents_and_ids(
+        self, batch: dict[str, Any], gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latents as :meth:`latents_and_text`, and the captions' token ids (for a text
+        encoder that trains, so its states cannot come from a cache)."""
+        if "input_ids" in batch:
+            ids = batch["input_ids"]
+        else:
+            ids = tokenize(self.tokenizer, batch["text"])
+        return self._latents(batch, gen), ids.to(self.uncond_ids.device)
+
+    @property
+    def uncond_ids(self) -> torch.Tensor:
+        """The empty prompt's token ids, ``[1, length]``."""
+        return tokenize(self.tokenizer, [""]).to(self.uncond_embeds.device)
+
+    def _latents(self, batch: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
+        if self.encoders is None:
+            mean, std = batch["latent_mean"], batch["latent_std"]
         else:
             mean, std = encode_images(self.encoders.vae, batch["pixel_values"])
-            text = encode_text(self.encoders.tokenizer, self.encoders.text_encoder, batch["text"])
         if not self.sample_posterior:
-            return mean.float(), text.float()
+            return mean.float()
         noise = torch.randn(mean.shape, generator=gen).to(mean.device)
-        return (mean.float() + std.float() * noise), text.float()
+        return mean.float() + std.float() * noise
 
 
 def generator_for(*keys: int) -> torch.Generator:
@@ -326,18 +360,21 @@ def load_frozen_encoders(pipeline: Path, device: torch.device, dtype: torch.dtyp
     return FrozenEncoders(tokenizer, text_encoder, vae)
 
 
-@torch.no_grad()
-def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str]) -> torch.Tensor:
-    """Token states as the SD pipeline computes them: padded to the tokenizer's length, last hidden
-    state of the text encoder."""
-    ids = tokenizer(
+def tokenize(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """Token ids as the SD pipeline makes them: padded and truncated to the tokenizer's length."""
+    return tokenizer(
         list(prompts),
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]
+
+
+@torch.no_grad()
+def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str]) -> torch.Tensor:
+    """Token states as the SD pipeline computes them: the last hidden state of the text encoder."""
+    return text_encoder(tokenize(tokenizer, prompts).to(text_encoder.device))[0]
 
 
 @torch.no_grad()
@@ -356,17 +393,23 @@ def native_resolution(pipeline: Path) -> int:
 
 
 def prepare_training_data(
-    cfg: DataConfig, pipeline: Path, accelerator: Any, dtype: torch.dtype
+    cfg: DataConfig, pipeline: Path, accelerator: Any, dtype: torch.dtype, token_ids: bool = False
 ) -> TrainingData:
     """The training data of ``cfg``; with ``cfg.cache`` set, the cache is built first if needed
-    (by the main process; the others wait, then read it) and the encoders are not kept."""
+    (by the main process; the others wait, then read it) and the encoders are not kept.
+    ``token_ids``: batches also carry each caption's token ids (a text encoder that trains)."""
     resolution = cfg.resolution or native_resolution(pipeline)
     refs, skipped = index_samples(cfg.path, cfg.caption_column)
     if cfg.cache is None:
         encoders = load_frozen_encoders(pipeline, accelerator.device, dtype)
         uncond = encode_text(encoders.tokenizer, encoders.text_encoder, [""]).float()
         return TrainingData(
-            ImageTextDataset(refs, resolution), uncond, skipped, encoders, cfg.sample_posterior
+            ImageTextDataset(refs, resolution),
+            uncond,
+            skipped,
+            encoders,
+            cfg.sample_posterior,
+            encoders.tokenizer,
         )
     cache_dir = Path(cfg.cache)
     fingerprint = cache_fingerprint(cfg, refs, pipeline, resolution)
@@ -384,14 +427,45 @@ def prepare_training_data(
                 cfg.cache_shard_size,
                 cfg.num_workers,
             )
+        tokenizer, ids = None, None
+        if token_ids:
+            from transformers import CLIPTokenizer
+
+            tokenizer = CLIPTokenizer.from_pretrained(pipeline, subfolder="tokenizer")
+            ids = cached_token_ids(cache_dir, manifest, refs, tokenizer)
     uncond = _read_tensor(cache_dir / CACHE_UNCOND, "text_embeds").float().to(accelerator.device)
     return TrainingData(
-        LatentCacheDataset(cache_dir, manifest),
+        LatentCacheDataset(cache_dir, manifest, ids),
         uncond,
         Counter(manifest["skipped"]),
         None,
         cfg.sample_posterior,
+        tokenizer,
     )
+
+
+def cached_token_ids(
+    cache_dir: Path, manifest: dict[str, Any], refs: list[SampleRef], tokenizer: Any
+) -> torch.Tensor:
+    """The token ids of every cached sample, in cache order. A cache built before caches held
+    them gets them now when its rows are exactly the indexed samples (none was dropped as
+    undecodable, so row ``i`` is sample ``i``); otherwise it has to be rebuilt."""
+    file = cache_dir / CACHE_TOKEN_IDS
+    if not file.is_file():
+        if manifest["n"] != len(refs):
+            raise EdgefusionError(
+                f"latent cache {cache_dir} holds no token ids and skipped undecodable samples, so its "
+                "rows cannot be matched to captions: delete it or set data.cache to a new folder"
+            )
+        captions = [r.caption for r in refs]
+        ids = torch.cat([tokenize(tokenizer, captions[i : i + 4096]) for i in range(0, len(captions), 4096)])
+        tmp = file.with_name(f".{file.name}.tmp")
+        save_file({"input_ids": ids.to(torch.int32).contiguous()}, str(tmp))
+        os.replace(tmp, file)
+    ids = _read_tensor(file, "input_ids")
+    if len(ids) != manifest["n"]:
+        raise EdgefusionError(f"{file} does not match the cache's {manifest['n']} samples: delete the cache")
+    return ids
 
 
 def cache_fingerprint(cfg: DataConfig, refs: list[SampleRef], pipeline: Path, resolution: int) -> str:
@@ -440,6 +514,7 @@ def build_latent_cache(
     )
     shards: list[dict[str, Any]] = []
     pending: dict[str, list[torch.Tensor]] = {"latent_mean": [], "latent_std": [], "text_embeds": []}
+    token_ids: list[torch.Tensor] = []
     with atomic_output_dir(cache_dir) as staging:
         for batch in tqdm(loader, desc="latent cache", unit="batch", mininterval=10):
             skipped["corrupt"] += batch["corrupt"]
@@ -447,6 +522,7 @@ def build_latent_cache(
                 continue
             mean, std = encode_images(encoders.vae, batch["pixel_values"])
             text = encode_text(encoders.tokenizer, encoders.text_encoder, batch["text"])
+            token_ids.append(tokenize(encoders.tokenizer, batch["text"]).to(torch.int32))
             pending["latent_mean"].append(mean.float().cpu())
             pending["latent_std"].append(std.float().cpu())
             pending["text_embeds"].append(text.half().cpu())
@@ -458,6 +534,7 @@ def build_latent_cache(
             raise EdgefusionError("no image in the dataset can be decoded: check the files under data.path")
         uncond = encode_text(encoders.tokenizer, encoders.text_encoder, [""]).half().cpu().contiguous()
         save_file({"text_embeds": uncond}, str(staging / CACHE_UNCOND))
+        save_file({"input_ids": torch.cat(token_ids).contiguous()}, str(staging / CACHE_TOKEN_IDS))
         manifest = {
             "format": _CACHE_FORMAT,
             "fingerprint": fingerprint,

@@ -9,7 +9,13 @@ VAE, conditioned on its frozen text encoder. The objective is SD's (Rombach et a
 where ``target`` is the noise (epsilon prediction) or the velocity (v-prediction), as the
 pipeline's noise schedule says; captions are dropped to the empty prompt at ``caption_dropout``
 so the U-Net also learns the unconditional branch that classifier-free guidance needs;
-``weight`` is 1, or Min-SNR-gamma (Hang et al., 2023) when ``min_snr_gamma`` is set.
+``weight`` is 1, or Min-SNR-gamma (Hang et al., 2023) when ``min_snr_gamma`` is set: the
+error of x0 weighted by ``min(SNR, gamma)``, or (``min_snr_clip: prediction``) the error of what
+the U-Net predicts capped at weight 1 from SNR ``gamma`` on.
+
+The text encoder stays frozen, as in SD, unless ``text_encoder_lr`` is set: then it is fine-tuned
+with the U-Net and ships in the output (a frozen encoder that gives two words nearly the same
+states leaves the U-Net no way to tell them apart).
 
 Everything else is shared with ``distill`` and ``lcm``: data and its latent cache, the accelerate
 loop (resume, EMA, schedule, logs, checkpoints) and the pipeline writer. The output is the
@@ -20,6 +26,7 @@ recorded beside it, so every sampling command uses that scale by default.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +66,17 @@ class DenoiseConfig:
       source of the same architecture (e.g. the config file, when the init folder of a packed
       leg's first run is not on this machine).
     - ``caption_dropout``: fraction of captions replaced by the empty prompt (10% in SD).
-    - ``min_snr_gamma``: Min-SNR-gamma loss weights, or null for plain MSE. On a zero-terminal-SNR
-      schedule they give the pure-noise step weight 0, the step that reads the caption's colours.
+    - ``min_snr_gamma``: Min-SNR-gamma loss weights, or null for plain MSE.
+    - ``min_snr_clip``: what Min-SNR clips. ``x0`` (Hang et al.): the x0 error weighted by
+      ``min(SNR, gamma)``; for v-prediction that is ``min(SNR, gamma) / (SNR + 1)`` on the v loss,
+      which is near 0 over the noisy half of a zero-terminal-SNR schedule (below 0.13 from
+      t = 600 of 1000, exactly 0 at pure noise): the steps that lay out the image learn almost
+      nothing. ``prediction``: the loss of the prediction target itself, weight 1 until its
+      signal-to-noise ratio passes ``gamma`` (``min(SNR + 1, gamma) / (SNR + 1)`` for v, the same
+      as ``x0`` for epsilon), so only the nearly clean steps are damped.
+    - ``text_encoder_lr``: null keeps the pipeline's text encoder frozen (SD); a learning rate
+      fine-tunes it jointly with the U-Net at that rate (its own optimizer group, the same
+      schedule) and the output ships it, in float32 as SD pipelines keep it.
     - ``guidance_scale``: the classifier-free guidance scale the model is meant to be sampled with,
       recorded in the output (choose it on validation prompts; see docs).
     """
@@ -73,6 +89,8 @@ class DenoiseConfig:
     overwrite: bool = False
     caption_dropout: float = 0.1
     min_snr_gamma: float | None = None
+    min_snr_clip: Literal["x0", "prediction"] = "x0"
+    text_encoder_lr: float | None = None
     guidance_scale: float = 7.5
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     data: DataConfig = field(default_factory=DataConfig)
@@ -92,6 +110,12 @@ class DenoiseConfig:
             raise EdgefusionError("caption_dropout must lie in [0, 1)")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise EdgefusionError("min_snr_gamma must be positive (or null for plain MSE)")
+        if self.text_encoder_lr is not None and self.text_encoder_lr <= 0:
+            raise EdgefusionError(
+                "text_encoder_lr must be positive (or null to keep the text encoder frozen)"
+            )
+        if self.min_snr_clip not in ("x0", "prediction"):
+            raise EdgefusionError("min_snr_clip must be x0 or prediction")
         if self.guidance_scale < 1:
             raise EdgefusionError("guidance_scale must be 1 (no guidance) or more")
 
@@ -109,13 +133,34 @@ class DenoiseReport:
     seconds: float
 
 
-def snr_weights(noise_scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma weights: ``min(SNR, gamma) / SNR`` for epsilon prediction and
-    ``min(SNR, gamma) / (SNR + 1)`` for v-prediction (the same weighting of the x0 error)."""
+class TextConditionedUNet(nn.Module):
+    """A U-Net and the text encoder it reads, trained as one model whose ``forward`` takes token
+    ids: one module, so that DDP, the EMA and checkpoints treat both alike."""
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.unet, self.text_encoder = unet, text_encoder
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, input_ids: torch.Tensor) -> Any:
+        return self.unet(sample, timestep, self.text_encoder(input_ids)[0])
+
+
+def snr_weights(
+    noise_scheduler: Any, timesteps: torch.Tensor, gamma: float, clip: str = "x0"
+) -> torch.Tensor:
+    """Min-SNR-gamma weights of the prediction loss.
+
+    ``clip="x0"``: ``min(SNR, gamma) / SNR`` for epsilon prediction and ``min(SNR, gamma) / (SNR + 1)``
+    for v-prediction (the same weighting of the x0 error). ``clip="prediction"``: the target's own
+    loss, capped: ``min(S, gamma) / S`` with ``S`` = SNR for epsilon and SNR + 1 for v, so every step
+    noisier than SNR ``gamma`` keeps weight 1."""
     alpha_bar = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
     snr = alpha_bar / (1 - alpha_bar)
+    v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
+    if v_prediction and clip == "prediction":
+        return (snr + 1).clamp(max=gamma) / (snr + 1)
     clipped = snr.clamp(max=gamma)
-    if noise_scheduler.config.prediction_type == "v_prediction":
+    if v_prediction:
         return clipped / (snr + 1)
     return clipped / snr.clamp_min(1e-8)
 
@@ -127,8 +172,11 @@ def denoising_loss(
     text_embeds: torch.Tensor,
     gen: torch.Generator,
     min_snr_gamma: float | None = None,
+    min_snr_clip: str = "x0",
 ) -> dict[str, torch.Tensor]:
     """One evaluation of SD's objective on clean latents; every random draw comes from ``gen``.
+    ``text_embeds`` is what ``unet`` is conditioned on: text states, or token ids for a
+    :class:`TextConditionedUNet`.
 
     Returns ``loss`` (the weighted mean that is optimized) and ``mse`` (the unweighted one)."""
     noise = torch.randn(latents.shape, generator=gen).to(latents)
@@ -143,7 +191,7 @@ def denoising_loss(
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if min_snr_gamma is None:
         return {"loss": per_sample.mean(), "mse": per_sample.mean().detach()}
-    weights = snr_weights(noise_scheduler, timesteps, min_snr_gamma)
+    weights = snr_weights(noise_scheduler, timesteps, min_snr_gamma, min_snr_clip)
     return {"loss": (weights * per_sample).mean(), "mse": per_sample.mean().detach()}
 
 
@@ -195,26 +243,37 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
     pipeline = pipeline_folder(config.pipeline)
     noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
 
-    # 3. The U-Net, trained in float32 (mixed precision autocasts its matmuls).
+    # 3. The U-Net, trained in float32 (mixed precision autocasts its matmuls), with the text
+    #    encoder when that trains too.
     unet = initial_unet(config).float().requires_grad_(True).train()
+    train_text = config.text_encoder_lr is not None
+    model: nn.Module = unet
+    if train_text:
+        from transformers import CLIPTextModel
 
-    # 4. Data: pairs (or their cached latents and text embeddings), skipping unusable samples.
-    data = prepare_training_data(config.data, pipeline, accelerator, dtype)
+        text_encoder = CLIPTextModel.from_pretrained(pipeline, subfolder="text_encoder").float()
+        model = TextConditionedUNet(unet, text_encoder.requires_grad_(True).train())
+
+    # 4. Data: pairs (or their cached latents and text embeddings or token ids), skipping unusable samples.
+    data = prepare_training_data(config.data, pipeline, accelerator, dtype, token_ids=train_text)
     check_conditioning(unet, unet, data.uncond_embeds)
+    empty = data.uncond_ids if train_text else data.uncond_embeds
 
     # 5. The objective of one micro-batch: latents from the VAE posterior (or its mean), captions dropped to
     #    the empty prompt at ``caption_dropout``, then the denoising loss.
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
-        latents, text = data.latents_and_text(batch, gen)
+        latents, cond = (data.latents_and_ids if train_text else data.latents_and_text)(batch, gen)
         if config.caption_dropout > 0:
             drop = (torch.rand(len(latents), generator=gen) < config.caption_dropout).to(latents.device)
-            text = torch.where(drop[:, None, None], data.uncond_embeds.to(text), text)
-        return denoising_loss(model, noise_scheduler, latents, text, gen, config.min_snr_gamma)
+            cond = torch.where(drop.view(-1, *[1] * (cond.dim() - 1)), empty.to(cond), cond)
+        return denoising_loss(
+            model, noise_scheduler, latents, cond, gen, config.min_snr_gamma, config.min_snr_clip
+        )
 
     # 6. Train (resumable), with the EMA the output ships when asked.
-    ema = EMA(unet, config.train.ema_decay) if config.train.ema_decay is not None else None
+    ema = EMA(model, config.train.ema_decay) if config.train.ema_decay is not None else None
     result = train(
-        unet,
+        model,
         objective,
         data.dataset,
         config.train,
@@ -223,6 +282,7 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
         ema=ema,
         num_workers=config.data.num_workers,
         desc="train",
+        lr_by_prefix={"text_encoder.": config.text_encoder_lr} if train_text else None,
     )
 
     # 7. The output: the pipeline with the trained (EMA) U-Net and its sampling guidance.
@@ -233,12 +293,22 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
         "init": config.unet or f"random weights from {config.unet_config}",
         "prediction_type": noise_scheduler.config.prediction_type,
         "min_snr_gamma": config.min_snr_gamma,
+        "min_snr_clip": config.min_snr_clip if config.min_snr_gamma is not None else None,
         "sample_posterior": config.data.sample_posterior,
+        "text_encoder_lr": config.text_encoder_lr,
         "guidance_scale": config.guidance_scale,
         "ema_decay": config.train.ema_decay,
     }
-    final = ema.module if ema is not None else unet
-    finish_stage(accelerator, final, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts)
+    final = ema.module if ema is not None else model
+
+    def save_text_encoder(folder: Path) -> None:
+        shutil.rmtree(folder / "text_encoder")
+        final.text_encoder.to(torch.float32).save_pretrained(folder / "text_encoder")
+
+    final_unet, extra = (final.unet, save_text_encoder) if train_text else (final, None)
+    finish_stage(
+        accelerator, final_unet, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts, extra
+    )
     return DenoiseReport(
         out=out,
         run_dir=run_dir,

@@ -31,8 +31,8 @@ from torch import nn
 from edgefusion.arch import FeaturePair, compress, plan_removal
 from edgefusion.arch.removal import VARIANTS
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.provenance import DEFAULT_GUIDANCE, recorded_guidance
-from edgefusion.toy.registry import resolve_model_path
 from edgefusion.train.config import DataConfig, LoopConfig
 from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA

@@ -26,7 +26,6 @@ pipeline writer. The output pipeline carries an ``LCMScheduler``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.lcm import guidance_embedding, is_lcm
 from edgefusion.train.config import DataConfig, LoopConfig
 from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA
@@ -161,14 +161,6 @@ def boundary_scalings(timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return c_skip, c_out
 
 
-def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of ``1000 w`` (width ``dim``), as diffusers' LCM pipeline computes it."""
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
-    angles = (w.float() * 1000.0)[:, None] * freqs[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-
 def x0_and_eps(
     model_output: torch.Tensor,
     timesteps: torch.Tensor,
@@ -194,7 +186,7 @@ def add_guidance_embedding(unet: UNet2DConditionModel, dim: int) -> UNet2DCondit
     The new ``cond_proj`` is zero-initialized, so the copy computes exactly what ``unet`` does until
     training moves it. A U-Net that already has one (resuming from an LCM) is returned unchanged.
     """
-    if unet.config.time_cond_proj_dim is not None:
+    if is_lcm(unet):
         if unet.config.time_cond_proj_dim != dim:
             raise EdgefusionError(
                 f"the student already has a guidance embedding of width {unet.config.time_cond_proj_dim}, "
@@ -360,7 +352,7 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
         provenance,
         result,
         skipped_counts,
-        after_save=lambda folder: write_lcm_scheduler(folder, noise_scheduler.config),
+        extra=lambda folder: write_lcm_scheduler(folder, noise_scheduler.config),
     )
     return LCMReport(
         out=out,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.checkpoint import latest_checkpoint, load_training_state, save_training_state
-from edgefusion.train.config import LoopConfig, config_to_dict, save_config
+from edgefusion.train.config import LoopConfig, config_from_dict, config_to_dict, save_config
 from edgefusion.train.data import generator_for, make_loader
 from edgefusion.train.ema import EMA
 
@@ -92,10 +92,15 @@ def frozen_dtype(accelerator: Any) -> torch.dtype:
 
 def open_run(run_dir: Path, config: Any, write: bool, may_change: Sequence[str] = RESUMABLE_KEYS) -> None:
     """Save ``config`` as the run's ``config.yaml``; if the run has checkpoints, first check that
-    it was started with the same config, except for ``may_change`` keys."""
+    it was started with the same config, except for ``may_change`` keys. A setting added to the
+    config class after the run started counts as its default there (the run ran without it)."""
     saved_file = run_dir / CONFIG_FILE
     if saved_file.is_file() and latest_checkpoint(run_dir / CHECKPOINTS_DIR) is not None:
-        saved = _flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+        saved_data = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+        try:
+            saved = _flatten(config_to_dict(config_from_dict(type(config), saved_data)))
+        except EdgefusionError:  # a setting since removed: compare as written, which names it
+            saved = _flatten(saved_data)
         current = _flatten(config_to_dict(config))
         if current.get("train.lr_schedule") == "cosine":
             # The cosine spans the run's steps: a new length changes the steps already taken.
@@ -127,11 +132,29 @@ def lr_factor(step: int, cfg: LoopConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: LoopConfig) -> torch.optim.Optimizer:
+def param_groups(
+    model: nn.Module, cfg: LoopConfig, rates: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """The trainable parameters of ``model`` as optimizer groups, each with its base ``lr``: those
+    whose name starts with a prefix of ``rates`` train at that rate, the rest at
+    ``cfg.learning_rate`` (a fine-tuned encoder beside a U-Net wants a gentler rate)."""
+    rates = rates or {}
+    groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in ("", *rates)}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[next((p for p in rates if name.startswith(p)), "")].append(param)
+    return [
+        {"params": params, "lr": rates.get(prefix, cfg.learning_rate)}
+        for prefix, params in groups.items()
+        if params
+    ]
+
+
+def make_optimizer(groups: list[dict[str, Any]], cfg: LoopConfig) -> torch.optim.Optimizer:
     """AdamW with ``cfg``'s settings, fused (one kernel for all tensors: about 4x faster than the
     default on a 300M-parameter student on CPU, and on GPU)."""
     return torch.optim.AdamW(
-        params,
+        groups,
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_epsilon,
@@ -150,15 +173,20 @@ def train(
     ema: EMA | None = None,
     num_workers: int = 0,
     desc: str = "train",
+    lr_by_prefix: dict[str, float] | None = None,
 ) -> LoopResult:
     """Train ``model`` (its parameters that require grad) for ``cfg.steps`` optimizer steps with
     AdamW, resuming from the newest checkpoint in ``run_dir``; ``ema`` follows the model.
+    ``lr_by_prefix`` gives parameters named with a prefix their own rate (:func:`param_groups`);
+    the schedule scales every rate alike.
 
     The caller ends the run with ``accelerator.end_training()`` once its outputs are written: that
     flushes TensorBoard and, under ``accelerate launch``, destroys the process group."""
     # The optimizer sees the trainable parameters only; accelerate wraps model and optimizer.
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
+    groups = param_groups(model, cfg, lr_by_prefix)
+    params = [p for group in groups for p in group["params"]]
+    base_lrs = [group["lr"] for group in groups]  # a resumed optimizer's groups hold scheduled rates
+    optimizer = make_optimizer(groups, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     if ema is not None:
         ema.module.to(accelerator.device)
@@ -191,9 +219,9 @@ def train(
     t0 = time.time()
     row: dict[str, float] = {}
     for step in range(start + 1, cfg.steps + 1):
-        lr = cfg.learning_rate * lr_factor(step - 1, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        factor = lr_factor(step - 1, cfg)
+        for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base_lr * factor
         sums: dict[str, torch.Tensor] = {}
         skipped = torch.zeros((), device=accelerator.device)
         grad_norm = None
@@ -216,7 +244,7 @@ def train(
         names = list(sums)
         means = accelerator.reduce(torch.stack([sums[n] for n in names]), reduction="mean")
         row = {"step": step, **{n: float(v) for n, v in zip(names, means, strict=True)}}
-        row["lr"] = lr
+        row["lr"] = cfg.learning_rate * factor
         row["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         row["skipped"] = int(accelerator.reduce(skipped, reduction="sum"))
         row["seconds"] = round(time.time() - t0, 3)

@@ -20,13 +20,12 @@ from torch import nn
 from edgefusion import __version__
 from edgefusion.arch.compression import copy_pipeline_without_unet
 from edgefusion.arch.removal import VARIANTS, plan_removal
-from edgefusion.arch.sources import load_teacher_unet, resolve_source
 from edgefusion.atomic import atomic_output_dir, check_output_free
 from edgefusion.errors import EdgefusionError
 from edgefusion.paths import check_output_apart
 from edgefusion.pipeline.load import cast_
+from edgefusion.pipeline.sources import load_teacher_unet, resolve_model_path, resolve_source
 from edgefusion.provenance import PROVENANCE_FILE
-from edgefusion.toy.registry import resolve_model_path
 from edgefusion.train.config import save_config
 
 # The config entries that fix a U-Net's block structure (what BK-SDM removal changes).
@@ -124,9 +123,11 @@ def save_student_pipeline(
     config: Any,
     config_name: str,
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``pipeline`` with ``unet`` (cast to ``dtype``, in place) as its U-Net to ``out``,
-    atomically; ``provenance`` goes beside the U-Net's config, the stage config at the root."""
+    atomically; ``provenance`` goes beside the U-Net's config, the stage config at the root, and
+    ``extra(folder)`` changes or adds a stage's own parts before the folder is moved into place."""
     with atomic_output_dir(out, overwrite) as staging:
         copy_pipeline_without_unet(pipeline, staging)
         if unet.dtype != dtype:
@@ -135,6 +136,8 @@ def save_student_pipeline(
         record = {**provenance, "edgefusion_version": __version__}
         (staging / "unet" / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         save_config(config, staging / config_name)
+        if extra is not None:
+            extra(staging)
     return out
 
 
@@ -151,19 +154,20 @@ def finish_stage(
     provenance: dict[str, Any],
     result: Any,
     skipped: dict[str, int],
-    after_save: Callable[[Path], None] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> None:
     """The end every training stage shares: the main process writes ``pipeline`` with ``model`` as
     its U-Net to ``config.out`` (provenance completed with the steps, seed and skipped samples;
-    ``after_save(out)`` adds a stage's extra files), then all processes end the run together."""
+    ``extra(folder)`` writes a stage's own parts into it before it is moved into place), then all
+    processes end the run together."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         out = Path(config.out)
         record = {**provenance, "steps": result.steps, "seed": config.train.seed, "skipped_samples": skipped}
         dtype = SAVE_DTYPES[config.save_dtype]
-        save_student_pipeline(model, pipeline, out, dtype, record, config, config_name, config.overwrite)
-        if after_save is not None:
-            after_save(out)
+        save_student_pipeline(
+            model, pipeline, out, dtype, record, config, config_name, config.overwrite, extra
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
 

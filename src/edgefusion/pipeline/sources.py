@@ -1,29 +1,28 @@
-"""Where a teacher comes from: a built-in name, a shipped toy model (``toy:teacher``), a config
-folder, a U-Net folder, a diffusers pipeline folder, or a single-file SD checkpoint in the original
-(LDM) layout.
+"""What a model spec names, for every command: a built-in architecture (``sd-v1.4``), a registered
+name (``toy:teacher``), a config folder, a U-Net folder, a diffusers pipeline folder, or a
+single-file SD checkpoint in the original (LDM) layout.
 
-Every tool that takes a model (``compress``, ``info``) resolves it here first, so they all accept
-the same inputs and fail with the same clear messages. Nothing is downloaded: the single-file
-path converts with diffusers' own single-file converter against a local U-Net config.
+Every tool that takes a model resolves it here, so they all accept the same inputs and fail with
+the same clear messages. Names with a prefix come from the model sources that plug-ins register
+(:mod:`edgefusion.pipeline.registry`); this layer knows none of them itself. Nothing is
+downloaded: the single-file path converts with diffusers' own single-file converter against a
+local U-Net config.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from diffusers import UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
-from edgefusion.arch.configs import BUILTIN_COMPONENTS, BUILTIN_MODELS, builtin_config, builtin_family
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import check_safetensors, first_line, open_safetensors, read_json_file
-from edgefusion.toy.registry import PREFIX as TOY_PREFIX
-from edgefusion.toy.registry import resolve_model_path
+from edgefusion.pipeline.configs import BUILTIN_COMPONENTS, BUILTIN_MODELS, builtin_config, builtin_family
+from edgefusion.pipeline.registry import model_source, name_examples
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 SourceKind = Literal["builtin", "config", "unet", "pipeline", "single_file"]
 
@@ -32,7 +31,38 @@ _UNET_WEIGHTS_GLOBS = ("diffusion_pytorch_model*.safetensors", "diffusion_pytorc
 # text encoder's (768 for SD-v1.x, 1024 for SD-v2.x), which tells the two families apart.
 _LDM_CROSS_ATTENTION_KEY = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 _LDM_FAMILY_BY_CONTEXT_WIDTH = {768: "sd-v1", 1024: "sd-v2-base"}
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+# What a registered name looks like (``toy:teacher``): a lower-case word and a colon.
+_NAME_PREFIX = re.compile(r"[a-z][a-z0-9_-]*:(?![/\\])")
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """The folder (or file) ``spec`` names: a registered name (``toy:NAME``) resolved by its model
+    source, anything else an existing path."""
+    text = str(spec)
+    source = model_source(text)
+    if source is not None:
+        return source.resolve(text[len(source.prefix) :])
+    path = Path(text).expanduser()
+    if not path.exists():
+        prefix = _NAME_PREFIX.match(text)
+        if prefix:  # a name whose source is not registered: say where such names come from
+            known = f" (known: {', '.join(name_examples())})" if name_examples() else ""
+            raise EdgefusionError(
+                f"model folder {path} not found, and no model source is registered for "
+                f"{prefix.group(0)!r} names{known}: the package that provides them registers it when "
+                "imported (the command line imports them all)"
+            )
+        raise EdgefusionError(
+            f"model folder {path} not found; pass a diffusers folder{_or_names(' or a name like ')}"
+        )
+    return path
+
+
+def _or_names(joiner: str) -> str:
+    """``joiner`` and the registered example names (``toy:teacher``), or nothing when none is."""
+    examples = name_examples()
+    return joiner + ", ".join(examples) if examples else ""
 
 
 @dataclass(frozen=True)
@@ -68,11 +98,11 @@ def resolve_source(src: str | Path, unet_config: str | Path | None = None) -> So
         family = builtin_family(name)
         configs = {component: builtin_config(family, component) for component in BUILTIN_COMPONENTS}
         return Source("builtin", name, configs, has_weights=False)
-    path = resolve_model_path(name) if name.startswith(TOY_PREFIX) else Path(src)
+    path = resolve_model_path(name) if model_source(name) is not None else Path(src)
     if not path.exists():
         raise EdgefusionError(
             f"{path} does not exist: give a built-in model ({', '.join(BUILTIN_MODELS)}), a diffusers "
-            "pipeline or U-Net folder, toy:teacher, a config folder, or a .safetensors checkpoint"
+            f"pipeline or U-Net folder{_or_names(', ')}, a config folder, or a .safetensors checkpoint"
         )
     if path.is_file():
         return _resolve_single_file(path, unet_config)
@@ -116,6 +146,10 @@ def load_unet_config(name_or_path: str | Path) -> dict[str, Any]:
 
 def load_teacher_unet(source: Source) -> UNet2DConditionModel | None:
     """Load the source's U-Net with its weights, or return None for architecture-only sources."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors import SafetensorError
+
     if not source.has_weights:
         return None
     if source.kind == "single_file":
@@ -123,7 +157,8 @@ def load_teacher_unet(source: Source) -> UNet2DConditionModel | None:
     unet_dir = source.path / "unet" if source.kind == "pipeline" else source.path
     stored_dtypes = {_stored_dtype(weights) for weights in sorted(unet_dir.glob("*.safetensors"))}
     # from_pretrained would upcast half-precision weights to float32: keep what was stored.
-    dtype = stored_dtypes.pop() if len(stored_dtypes) == 1 else None
+    stored = stored_dtypes.pop() if len(stored_dtypes) == 1 else None
+    dtype = getattr(torch, _SAFETENSORS_DTYPES[stored]) if stored else None
     try:
         return UNet2DConditionModel.from_pretrained(unet_dir, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
@@ -166,6 +201,11 @@ def _ldm_family(path: Path) -> str:
 
 def _load_single_file_unet(path: Path, config: dict[str, Any]) -> UNet2DConditionModel:
     """Convert an original-layout checkpoint's U-Net with diffusers' single-file converter."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from safetensors.torch import load_file
+
     check_safetensors(path)
     checkpoint = load_file(path)
     state = convert_ldm_unet_checkpoint(checkpoint, config)
@@ -180,12 +220,13 @@ def _load_single_file_unet(path: Path, config: dict[str, Any]) -> UNet2DConditio
     return unet
 
 
-def _stored_dtype(path: Path) -> torch.dtype | None:
-    """The dtype of a safetensors file's first tensor; fails early, naming the file, when the file
-    is truncated or corrupt."""
+def _stored_dtype(path: Path) -> str | None:
+    """The safetensors dtype name (F32, F16, BF16) of a file's first tensor; fails early, naming the
+    file, when the file is truncated or corrupt."""
     with open_safetensors(path) as handle:
         keys = list(handle.keys())
-        return _SAFETENSORS_DTYPES.get(handle.get_slice(keys[0]).get_dtype()) if keys else None
+        dtype = handle.get_slice(keys[0]).get_dtype() if keys else None
+        return dtype if dtype in _SAFETENSORS_DTYPES else None
 
 
 def _has_unet_weights(folder: Path) -> bool:
