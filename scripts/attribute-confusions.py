@@ -28,6 +28,7 @@ from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.toy.metrics import ToyEvaluator, parse_prompts, render_prompts
 from edgefusion.toy.prompts import load_prompts
 from edgefusion.toy.world import COLORS, POSITIONS, SHAPES, SIZES
+from edgefusion.train.data import encode_text
 
 ATTRIBUTES = {
     "shape": (SHAPES, "a large red {} at the left on a blue background"),
@@ -57,13 +58,7 @@ def word_distances(model: Path) -> dict[str, list[list[float]]]:
     encoder = CLIPTextModel.from_pretrained(model / "text_encoder").float().eval()
     distances = {}
     for name, (words, template) in ATTRIBUTES.items():
-        ids = tokenizer(
-            [template.format(w) for w in words],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            return_tensors="pt",
-        ).input_ids
-        states = encoder(ids)[0].flatten(1)
+        states = encode_text(tokenizer, encoder, [template.format(w) for w in words]).flatten(1)
         distances[name] = torch.cdist(states, states).round(decimals=1).tolist()
     return distances
 

@@ -286,7 +286,7 @@ class TrainingData:
             ids = batch["input_ids"]
         else:
             ids = tokenize(self.tokenizer, batch["text"])
-        return self._latents(batch, gen), ids.to(self.uncond_ids.device)
+        return self._latents(batch, gen), ids.to(self.uncond_embeds.device)
 
     @property
     def uncond_ids(self) -> torch.Tensor:
