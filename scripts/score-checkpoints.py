@@ -75,7 +75,7 @@ def score_checkpoint(config: DenoiseConfig, checkpoint: Path, prompts: list[str]
         folder = Path(tmp) / "pipe"
         folder.mkdir()
         copy_pipeline_without_unet(pipeline_folder(config.pipeline), folder)
-        if config.text_encoder_lr is not None:  # the EMA holds the U-Net and the text encoder it tunes
+        if config.text_encoder_lr is not None or config.text_encoder:  # the EMA holds both models
             model = TextConditionedUNet(unet, CLIPTextModel.from_pretrained(folder / "text_encoder"))
             model.load_state_dict(weights)
             shutil.rmtree(folder / "text_encoder")

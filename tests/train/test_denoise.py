@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from micro_models import IMAGE_SIZE
 from safetensors.torch import load_file
+from transformers import CLIPTextModel
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.provenance import PROVENANCE_FILE
@@ -130,6 +132,41 @@ def test_a_fine_tuned_text_encoder_learns_from_cached_token_ids_and_ships(
     pipe = StableDiffusionPipeline.from_pretrained(report.out, safety_checker=None)
     image = pipe("a red circle", num_inference_steps=2, height=16, width=16, output_type="np").images
     assert image.shape == (1, 16, 16, 3) and np.isfinite(image).all()
+
+
+def test_another_frozen_text_encoder_conditions_from_cached_token_ids_and_ships(
+    train_config, tmp_path, teacher_pipeline
+) -> None:
+    """A pipeline whose encoder was changed: the cache keeps the original's states, the run reads
+    token ids through the other encoder, which stays frozen and is shipped as it was."""
+    other = tmp_path / "other"
+    shutil.copytree(teacher_pipeline, other)
+    encoder = CLIPTextModel.from_pretrained(other / "text_encoder")
+    with torch.no_grad():
+        encoder.get_input_embeddings().weight.mul_(3.0)
+    encoder.save_pretrained(other / "text_encoder")
+    cache = tmp_path / "cache"
+    train_unet(train_config(f"data.cache={cache}", f"run_dir={tmp_path / 'a'}", f"out={tmp_path / 'a-out'}"))
+    manifest = (cache / data.CACHE_MANIFEST).read_bytes()
+
+    calls = []
+    real_loss = denoise.denoising_loss
+
+    def spy(model, scheduler, latents, cond, *args, **kwargs):
+        calls.append(cond)
+        return real_loss(model, scheduler, latents, cond, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(denoise, "denoising_loss", spy)
+        report = train_unet(train_config(f"data.cache={cache}", f"text_encoder={other}"))
+
+    assert (cache / data.CACHE_MANIFEST).read_bytes() == manifest  # the same cache, not rebuilt
+    assert all(c.dtype == torch.int64 or c.dtype == torch.int32 for c in calls)  # token ids
+    encoder_file = Path("text_encoder") / "model.safetensors"
+    shipped, source = load_file(str(report.out / encoder_file)), load_file(str(other / encoder_file))
+    assert shipped.keys() == source.keys() and all(torch.equal(shipped[k], source[k].float()) for k in source)
+    provenance = json.loads((report.out / "unet" / PROVENANCE_FILE).read_text())
+    assert provenance["text_encoder"] == str(other) and provenance["text_encoder_lr"] is None
 
 
 def test_loss_targets_velocity_or_noise_as_the_schedule_says(micro) -> None:

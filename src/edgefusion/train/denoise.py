@@ -77,6 +77,10 @@ class DenoiseConfig:
     - ``text_encoder_lr``: null keeps the pipeline's text encoder frozen (SD); a learning rate
       fine-tunes it jointly with the U-Net at that rate (its own optimizer group, the same
       schedule) and the output ships it, in float32 as SD pipelines keep it.
+    - ``text_encoder``: a pipeline folder (or toy:NAME) whose text encoder replaces the pipeline's,
+      for example one whose attribute words were moved apart. A latent cache holds the states of
+      the pipeline's own encoder, so this one runs on the cached token ids every step; it stays
+      frozen unless ``text_encoder_lr`` is set, and the output ships it.
     - ``guidance_scale``: the classifier-free guidance scale the model is meant to be sampled with,
       recorded in the output (choose it on validation prompts; see docs).
     """
@@ -91,6 +95,7 @@ class DenoiseConfig:
     min_snr_gamma: float | None = None
     min_snr_clip: Literal["x0", "prediction"] = "x0"
     text_encoder_lr: float | None = None
+    text_encoder: str | None = None
     guidance_scale: float = 7.5
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     data: DataConfig = field(default_factory=DataConfig)
@@ -228,7 +233,7 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
 
     # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
     run_dir, out = Path(config.run_dir), Path(config.out)
-    inputs = [config.pipeline, config.unet, config.data.path]
+    inputs = [config.pipeline, config.unet, config.text_encoder, config.data.path]
     check_stage_paths(out, run_dir, config.overwrite, inputs)
     accelerator = make_accelerator(config.train, run_dir)
     open_run(
@@ -247,22 +252,25 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
     #    encoder when that trains too.
     unet = initial_unet(config).float().requires_grad_(True).train()
     train_text = config.text_encoder_lr is not None
+    # Text states come from a text encoder run on token ids when it trains or is not the pipeline's.
+    read_ids = train_text or config.text_encoder is not None
     model: nn.Module = unet
-    if train_text:
+    if read_ids:
         from transformers import CLIPTextModel
 
-        text_encoder = CLIPTextModel.from_pretrained(pipeline, subfolder="text_encoder").float()
-        model = TextConditionedUNet(unet, text_encoder.requires_grad_(True).train())
+        source = pipeline_folder(config.text_encoder) if config.text_encoder else pipeline
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder").float()
+        model = TextConditionedUNet(unet, text_encoder.requires_grad_(train_text).train(train_text))
 
     # 4. Data: pairs (or their cached latents and text embeddings or token ids), skipping unusable samples.
-    data = prepare_training_data(config.data, pipeline, accelerator, dtype, token_ids=train_text)
+    data = prepare_training_data(config.data, pipeline, accelerator, dtype, token_ids=read_ids)
     check_conditioning(unet, unet, data.uncond_embeds)
-    empty = data.uncond_ids if train_text else data.uncond_embeds
+    empty = data.uncond_ids if read_ids else data.uncond_embeds
 
     # 5. The objective of one micro-batch: latents from the VAE posterior (or its mean), captions dropped to
     #    the empty prompt at ``caption_dropout``, then the denoising loss.
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
-        latents, cond = (data.latents_and_ids if train_text else data.latents_and_text)(batch, gen)
+        latents, cond = (data.latents_and_ids if read_ids else data.latents_and_text)(batch, gen)
         if config.caption_dropout > 0:
             drop = (torch.rand(len(latents), generator=gen) < config.caption_dropout).to(latents.device)
             cond = torch.where(drop.view(-1, *[1] * (cond.dim() - 1)), empty.to(cond), cond)
@@ -296,6 +304,7 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
         "min_snr_clip": config.min_snr_clip if config.min_snr_gamma is not None else None,
         "sample_posterior": config.data.sample_posterior,
         "text_encoder_lr": config.text_encoder_lr,
+        "text_encoder": config.text_encoder,
         "guidance_scale": config.guidance_scale,
         "ema_decay": config.train.ema_decay,
     }
@@ -305,7 +314,7 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
         shutil.rmtree(folder / "text_encoder")
         final.text_encoder.to(torch.float32).save_pretrained(folder / "text_encoder")
 
-    final_unet, extra = (final.unet, save_text_encoder) if train_text else (final, None)
+    final_unet, extra = (final.unet, save_text_encoder) if read_ids else (final, None)
     finish_stage(
         accelerator, final_unet, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts, extra
     )
