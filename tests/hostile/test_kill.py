@@ -17,8 +17,9 @@ from test_paths import run_cli, tree_hashes
 from edgefusion.toy.dataset import write_toy_dataset
 
 
-def kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 120) -> None:
-    """Run ``edgefusion COMMAND`` in a process and SIGKILL it as soon as ``ready()`` holds."""
+def kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 600) -> None:
+    """Run ``edgefusion COMMAND`` in a process and SIGKILL it as soon as ``ready()`` holds.
+    ``timeout`` is generous: on a loaded 2-core machine the first image can take minutes."""
     process = subprocess.Popen(
         [sys.executable, "-m", "edgefusion.cli", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
