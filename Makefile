@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The tests also cover the optional Ray engine of `edgefusion data` and the review web app, so they
-# install those extras.
+# The tests also cover the optional Ray engine of `edgefusion data`, the review web app and the
+# OpenVINO backend, so they install those extras.
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,ray,review]'
+	$(PY) -m pip install -q -e '.[dev,ray,review,openvino]'
 	touch $(TEST_STAMP)
 
 # The review app's browser tests drive Debian's Chromium, and its database tests start a

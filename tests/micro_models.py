@@ -87,3 +87,18 @@ def save_micro_pipeline(folder: Path, unet, text_encoder, tokenizer, image_size:
     )
     pipeline.save_pretrained(folder)
     return folder
+
+
+def write_lcm_pipeline(folder: Path, guidance_weights_std: float | None = 0.5) -> Path:
+    """Save a micro LCM: a guidance embedding (its weights drawn with ``guidance_weights_std`` so
+    the scale matters; None keeps them at zero) and an LCMScheduler."""
+    from diffusers import DDIMScheduler
+
+    from edgefusion.train.lcm import add_guidance_embedding, write_lcm_scheduler
+
+    unet = add_guidance_embedding(random_unet(), 16)
+    if guidance_weights_std is not None:
+        torch.nn.init.normal_(unet.time_embedding.cond_proj.weight, std=guidance_weights_std)
+    write_pipeline(folder, unet)
+    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config)
+    return folder

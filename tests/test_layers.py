@@ -5,14 +5,17 @@ too: an import moved into a function still makes a dependency), never by importi
 The rules:
 
 - no cycle between modules, and none between packages (``edgefusion.X``, a subpackage or a
-  top-level module): a cycle of packages is a layering mistake even when no two files form one;
+  top-level module; the command-line modules together form the layer above them all): a cycle
+  of packages is a layering mistake even when no two files form one;
 - ``edgefusion.pipeline`` is the bottom layer of inference: it imports only the shared top-level
   modules (errors, inputs, limits, provenance, ...). Packages above it plug into its registries
   instead of being imported by it. W8A16 is such a plug-in: ``edgefusion.quant`` imports the
   pipeline layer and registers the ``w8a16`` backend; the pipeline layer never imports quant;
-- the toy world plugs in the same way, so only ``edgefusion/toy/`` itself and the command-line
-  modules (``edgefusion.cli`` and ``edgefusion.*.cli``, which import it so that it registers)
-  import ``edgefusion.toy``.
+- the toy world plugs in the same way (model names, its evaluator, and its captioner, prompt
+  grammar, renderer and curation scorer in the data stages' registries), so only
+  ``edgefusion/toy/`` itself, the command-line modules (``edgefusion.cli`` and
+  ``edgefusion.*.cli``, which import it so that it registers) and the demo import
+  ``edgefusion.toy``; the toy world uses the stages, never the reverse.
 """
 
 from __future__ import annotations
@@ -31,18 +34,8 @@ ABOVE_PIPELINE = (
     *("arch", "bench", "data", "eval", "export", "quant", "review", "tiling", "toy", "train"),
     *("cli", "demo", "generate"),
 )
-#: Data-curation modules whose toy-world plug-ins (toy captioner, toy prompt grammar, the toy web
-#: set's scoring, ``toy:render``) still import the toy world: ``data/curate.py``'s toy scorer and
-#: ``data score`` import them by these names. They move into ``toy/`` behind data registries
-#: together with those two files; the toy world must not import ``data`` meanwhile (no cycle).
-PENDING_TOY_IMPORTERS = frozenset(
-    {
-        "edgefusion.data.captioners",
-        "edgefusion.data.prompts",
-        "edgefusion.data.score",
-        "edgefusion.data.synthesize",
-    }
-)
+#: Modules besides the command line that may import the toy world: the demo runs its models.
+TOY_USERS = frozenset({f"{ROOT}.demo"})
 
 
 def module_files() -> dict[str, Path]:
@@ -93,10 +86,18 @@ def package_of(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+def layer_of(module: str) -> str:
+    """The package of ``module``, except that every command-line module (``edgefusion.cli``,
+    ``edgefusion.X.cli``) belongs to the command line, the layer above all packages."""
+    return f"{ROOT}.cli" if is_command_line(module) else package_of(module)
+
+
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``{package: packages it imports}``, the command line counted as one layer of its own: a
+    stage's command may import the toy world, which imports the stage."""
     packages: dict[str, set[str]] = defaultdict(set)
     for module, targets in graph.items():
-        packages[package_of(module)] |= {package_of(t) for t in targets} - {package_of(module)}
+        packages[layer_of(module)] |= {layer_of(t) for t in targets} - {layer_of(module)}
     return dict(packages)
 
 
@@ -176,7 +177,7 @@ def _modules_behind(graph: dict[str, set[str]], source: str, target: str) -> lis
     return sorted(
         module
         for module, targets in graph.items()
-        if package_of(module) == source and any(package_of(t) == target for t in targets)
+        if layer_of(module) == source and any(layer_of(t) == target for t in targets)
     )
 
 
@@ -197,11 +198,28 @@ def test_w8a16_is_a_plug_in_of_the_inference_layer(graph):
     assert f"{ROOT}.quant" not in packages[f"{ROOT}.pipeline"]  # ... and never back
 
 
-def test_only_the_toy_world_and_the_command_line_import_it(graph):
+def wrong_toy_importers(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The modules outside ``edgefusion/toy/`` that import it, but for the command line and the demo."""
     importers = importers_of(graph, f"{ROOT}.toy")
-    wrong = {m: t for m, t in importers.items() if not is_command_line(m) and m not in PENDING_TOY_IMPORTERS}
-    assert not wrong, f"only toy/ and the command-line modules may import edgefusion.toy: {wrong}"
-    assert f"{ROOT}.data" not in package_graph(graph)[f"{ROOT}.toy"]
+    return {m: t for m, t in importers.items() if not is_command_line(m) and m not in TOY_USERS}
+
+
+def test_only_the_toy_world_the_command_line_and_the_demo_import_it(graph):
+    wrong = wrong_toy_importers(graph)
+    assert not wrong, f"only toy/, the command-line modules and the demo may import edgefusion.toy: {wrong}"
+
+
+def test_the_toy_world_check_fails_on_a_stage_that_imports_it(graph):
+    planted = {**graph, f"{ROOT}.data.caption": graph[f"{ROOT}.data.caption"] | {f"{ROOT}.toy.curation"}}
+    assert wrong_toy_importers(planted) == {f"{ROOT}.data.caption": [f"{ROOT}.toy.curation"]}
+    for allowed in (f"{ROOT}.data.cli", f"{ROOT}.cli", f"{ROOT}.demo", f"{ROOT}.toy.plugins"):
+        assert allowed not in wrong_toy_importers({**planted, allowed: {f"{ROOT}.toy.world"}})
+
+
+def test_the_toy_world_plugs_into_the_data_stages_not_the_reverse(graph):
+    packages = package_graph(graph)
+    assert f"{ROOT}.data" in packages[f"{ROOT}.toy"]  # toy -> data (its curation plug-ins) ...
+    assert f"{ROOT}.toy" not in packages[f"{ROOT}.data"]  # ... and never back
 
 
 def test_plug_ins_register_on_import():
@@ -219,3 +237,15 @@ def test_plug_ins_register_on_import():
     assert [get_backend(name).name for name in names] == names
     assert get_backend("w8a16").claims is not None
     assert get_evaluator("toy").name == "toy"
+
+
+def test_the_toy_world_registers_its_curation_tools():
+    import pickle
+
+    import edgefusion.toy  # noqa: F401
+    from edgefusion.data.registry import CAPTIONERS, PROMPT_SOURCES, RENDERERS, SCORERS
+
+    assert len(PROMPT_SOURCES.get("toy")(3, 0)) == 3
+    for table, name in ((CAPTIONERS, "toy"), (RENDERERS, "toy:render"), (SCORERS, "toy")):
+        plugin = table.find(name)
+        assert plugin is not None and pickle.loads(pickle.dumps(plugin)) == plugin  # workers get it

@@ -65,6 +65,9 @@ def generate_command(
     ),
     scheduler: str | None = typer.Option(None, help="ddim, pndm, dpm, euler (non-LCM models) or lcm."),
     backend: str = typer.Option("torch", help="torch, or onnxruntime for an `edgefusion export` folder."),
+    vae: str | None = typer.Option(
+        None, help="Decode with this decoder (AutoencoderTiny or AutoencoderKL folder, or a pipeline's vae/)."
+    ),
     batch_size: int = typer.Option(8, help="Images per pipeline call."),
     overwrite: bool = typer.Option(
         False,
@@ -97,6 +100,7 @@ def generate_command(
         size=size,
         scheduler=scheduler,
         backend=backend,
+        vae=vae,
         batch_size=batch_size,
         overwrite=overwrite,
     )
@@ -115,6 +119,7 @@ def _register_subcommands() -> None:
     from edgefusion.arch.cli import register as register_arch
     from edgefusion.bench.cli import register as register_bench
     from edgefusion.data.cli import data_app
+    from edgefusion.decoder.cli import decoder_app
     from edgefusion.eval.cli import eval_app
     from edgefusion.export.cli import register as register_export
     from edgefusion.quant.cli import register as register_quant
@@ -133,6 +138,7 @@ def _register_subcommands() -> None:
     app.add_typer(eval_app, name="eval")
     app.add_typer(tile_app, name="tile")
     app.add_typer(review_app, name="review")
+    app.add_typer(decoder_app, name="decoder")
 
 
 class _TorchvisionFallbackNotice(logging.Filter):

@@ -41,12 +41,13 @@ from edgefusion.pipeline.sampling import (
     sampling_defaults,
     warn_truncated,
 )
+from edgefusion.pipeline.vae import load_decoder, swap_decoder
 
 LOG_FILE = "generations.jsonl"
 # The settings that must agree for a PNG already in ``out`` to count as this run's image.
-_IDENTITY = ("prompt", "seed", "steps", "guidance", "model", "scheduler", "size", "backend")
+_IDENTITY = ("prompt", "seed", "steps", "guidance", "model", "scheduler", "size", "backend", "vae")
 # PNG text chunks hold these as written; every other value is JSON (numbers, booleans).
-_TEXT_KEYS = frozenset({"file_name", "prompt", "model", "scheduler", "backend"})
+_TEXT_KEYS = frozenset({"file_name", "prompt", "model", "scheduler", "backend", "vae"})
 # The names generate gives its images: image k is f"{k:05d}.png".
 _IMAGE_NAME = re.compile(r"(\d{5,})\.png")
 
@@ -63,6 +64,7 @@ def generate(
     size: int | None = None,
     scheduler: str | None = None,
     backend: str = "torch",
+    vae: str | Path | None = None,
     batch_size: int = 8,
     overwrite: bool = False,
     progress: bool = True,
@@ -72,9 +74,11 @@ def generate(
 
     ``steps`` default to the model kind's (LCM: 2; else 25), ``guidance`` to the scale the model
     records (:mod:`edgefusion.provenance`), else 7.5.
-    ``size`` is the image side in pixels (default: the model's). ``pipe`` reuses a loaded pipeline
-    of ``model``. ``overwrite`` deletes numbered images this run does not make and remakes those
-    made with other settings. Raises :class:`EdgefusionError` for an empty prompt, a size that is
+    ``size`` is the image side in pixels (default: the model's). ``vae`` decodes with another
+    decoder (:func:`edgefusion.pipeline.vae.load_decoder`; records and PNGs then name it). ``pipe``
+    reuses a loaded pipeline of ``model`` (with ``vae``, its decoder is swapped in place).
+    ``overwrite`` deletes numbered images this run does not make and remakes those made with other
+    settings. Raises :class:`EdgefusionError` for an empty prompt, a size that is
     not a positive multiple of the model's size factor or does not fit in memory, ``steps < 1``,
     ``n < 1``, a guidance that is not finite, seeds beyond 64 bits, an unknown model or backend,
     and an ``out`` that holds another run's images; a prompt longer than the text encoder reads is
@@ -82,7 +86,10 @@ def generate(
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_request(prompts, steps, guidance, seed, n, batch_size)
+    decoder = load_decoder(vae) if vae is not None else None
     pipe = pipe if pipe is not None else load_pipeline(model, backend, scheduler=scheduler)
+    if decoder is not None:
+        swap_decoder(pipe, decoder)
     lcm = is_lcm(pipe)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
     size = native_size(pipe) if size is None else check_image_size(size, pipeline_size_factor(pipe))
@@ -97,6 +104,7 @@ def generate(
         "size": size,
         "backend": backend,
         "lcm": lcm,
+        **({"vae": str(vae)} if vae is not None else {}),
     }
     records = GenerationRecords(prompts, n, seed, settings)
     out = Path(out)
@@ -243,7 +251,7 @@ def _already_made(path: Path, record: dict[str, Any], overwrite: bool) -> bool:
         raise EdgefusionError(
             f"{path} exists but is not a PNG edgefusion wrote ({err}): move it away, or pass --overwrite"
         ) from err
-    differs = [key for key in _IDENTITY if found.get(key) != record[key]]
+    differs = [key for key in _IDENTITY if found.get(key) != record.get(key)]
     if differs and not overwrite:
         raise EdgefusionError(
             f"{path} was generated with other settings ({', '.join(differs)} differ): use another --out "

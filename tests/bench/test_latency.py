@@ -30,6 +30,7 @@ def test_records_have_the_schema_medians_and_composed_totals(monkeypatch, micro_
     config = BenchConfig(
         ["micro"], resolution=32, steps=[4, 1], backends=["torch-fp32", "torch-bf16"], warmup=1, repeats=3
     )
+    config.end_to_end = False
     records = bench(config)
     assert all(REQUIRED <= r.keys() for r in records)
     for backend in ("torch-fp32", "torch-bf16"):
@@ -74,7 +75,19 @@ def test_cli_json_on_a_shipped_toy_model():
 
     _register_subcommands()
     result = CliRunner().invoke(
-        app, ["bench", "toy:bk-tiny-adv", "--resolution", "64", "--steps", "2", "--repeats", "1", "--json"]
+        app,
+        [
+            "bench",
+            "toy:bk-tiny-adv",
+            "--resolution",
+            "64",
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--no-end-to-end",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)

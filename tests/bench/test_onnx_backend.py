@@ -1,4 +1,5 @@
-"""The onnxruntime backend feeds each exported graph the inputs it declares (names, dtypes, ranks)."""
+"""The graph backends (onnxruntime, OpenVINO) feed each exported graph the inputs it declares (names,
+dtypes, ranks)."""
 
 import statistics
 
@@ -49,14 +50,18 @@ def _tiny_export(folder):
     return folder
 
 
-def test_onnxruntime_backend_times_each_exported_component(monkeypatch, tmp_path, micro_parts):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "openvino-bf16"])
+def test_graph_backends_time_each_exported_component(monkeypatch, tmp_path, micro_parts, backend):
+    if backend.startswith("openvino"):
+        pytest.importorskip("openvino")
     folder = _tiny_export(tmp_path / "export")
     monkeypatch.setattr(latency, "build_parts", lambda name: micro_parts(lcm=True))
     monkeypatch.setattr(bench_onnx, "exported_folder", lambda name, parts, work_dir: folder)
-    records = bench(BenchConfig(["micro"], resolution=8, steps=[2], backends=["onnxruntime"], repeats=2))
+    config = BenchConfig(["micro"], resolution=8, steps=[2], backends=[backend], repeats=2, end_to_end=False)
+    records = bench(config)
     rows = {r["component"]: r for r in records}
     assert set(rows) == {"text_encoder", "unet_step", "vae_decoder", "total"}
-    assert all(r["backend"] == "onnxruntime" for r in records)
+    assert all(r["backend"] == backend for r in records)
     assert rows["unet_step"]["median_s"] == statistics.median(rows["unet_step"]["runs_s"])
 
 
@@ -67,7 +72,7 @@ def test_a_builtin_architecture_is_saved_exported_and_timed(monkeypatch, tmp_pat
     config = BenchConfig(
         ["micro-lcm"], resolution=8, steps=[1], backends=["onnxruntime", "torch-fp32"], repeats=1
     )
-    config.work_dir = tmp_path
+    config.work_dir, config.end_to_end = tmp_path, False
     records = bench(config)
     assert (tmp_path / "micro-lcm" / "pipeline" / "model_index.json").exists()
     assert (tmp_path / "micro-lcm" / "onnx-fp32" / "unet" / "model.onnx").exists()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from edgefusion.data.caption import CaptionConfig, caption
-from edgefusion.data.captioners import scene_from_predictions
 from edgefusion.data.dataset import iter_rows
 from edgefusion.data.ingest import ingest
 from edgefusion.data.runner import RunOptions
-from edgefusion.data.score import caption_agrees, score_captions
 from edgefusion.toy.attributes import scene_labels
 from edgefusion.toy.captions import canonical_caption, parse
+from edgefusion.toy.curation import caption_agrees, scene_from_predictions
+from edgefusion.toy.scoring import score_captions
 from edgefusion.toy.web import scene_at
 from edgefusion.toy.world import Scene, ShapeObject
 

@@ -81,7 +81,7 @@ def test_similar_layouts_with_other_colours_are_not_duplicates(tmp_path):
 
 def test_toy_web_duplicates_found(toy_web, tmp_path):
     from edgefusion.data.ingest import ingest
-    from edgefusion.data.score import score_dedup
+    from edgefusion.toy.scoring import score_dedup
 
     ingest(toy_web, tmp_path / "ingest", options=QUIET)
     stats = dedup(tmp_path / "ingest", tmp_path / "dedup", options=QUIET)

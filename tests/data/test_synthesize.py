@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from edgefusion.data.dataset import iter_rows
-from edgefusion.data.prompts import balanced_toy_scenes, rewrite_with_local_llm, template_prompts, toy_prompts
+from edgefusion.data.prompts import rewrite_with_local_llm, template_prompts
 from edgefusion.data.runner import RunOptions
-from edgefusion.data.score import caption_agrees
 from edgefusion.data.synthesize import SynthConfig, synthesize
 from edgefusion.errors import EdgefusionError
 from edgefusion.toy.captions import parse
+from edgefusion.toy.curation import balanced_toy_scenes, caption_agrees, toy_prompts
 from edgefusion.toy.world import HELD_OUT_COMBOS, SHAPES
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from micro_models import random_unet, write_pipeline
+from micro_models import random_unet, write_lcm_pipeline, write_pipeline
 
 from edgefusion.toy.dataset import write_toy_dataset
 
@@ -24,12 +24,4 @@ def pipeline(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lcm_pipeline(tmp_path_factory) -> Path:
     """A micro LCM (guidance embedding, LCMScheduler): the pipeline kind ``generate`` rebuilds."""
-    from diffusers import DDIMScheduler
-
-    from edgefusion.train.lcm import add_guidance_embedding, write_lcm_scheduler
-
-    folder = write_pipeline(
-        tmp_path_factory.mktemp("lcm") / "pipe", add_guidance_embedding(random_unet(), 16)
-    )
-    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config)
-    return folder
+    return write_lcm_pipeline(tmp_path_factory.mktemp("lcm") / "pipe", guidance_weights_std=None)

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from micro_models import random_unet, write_pipeline
+from micro_models import random_unet, write_lcm_pipeline, write_pipeline
 from PIL import Image
 from typer.testing import CliRunner
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.generate import LOG_FILE, generate, read_png_metadata
 from edgefusion.pipeline.load import load_pipeline as load_generation_pipeline
-from edgefusion.train.lcm import add_guidance_embedding, write_lcm_scheduler
 
 PROMPTS = ["a red circle", "a small blue square at the left on a white background", "a green star"]
 
@@ -29,13 +27,7 @@ def sd_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def lcm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A micro LCM: guidance embedding with non-zero weights (so the scale matters), LCMScheduler."""
-    unet = add_guidance_embedding(random_unet(), 16)
-    torch.nn.init.normal_(unet.time_embedding.cond_proj.weight, std=0.5)
-    folder = write_pipeline(tmp_path_factory.mktemp("lcm") / "model", unet)
-    from diffusers import DDIMScheduler
-
-    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config)
-    return folder
+    return write_lcm_pipeline(tmp_path_factory.mktemp("lcm") / "model")
 
 
 def _pixels(folder: Path) -> dict[str, np.ndarray]:

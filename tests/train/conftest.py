@@ -73,13 +73,3 @@ def kd_config(tmp_path: Path, teacher_pipeline: Path, toy_images: Path):
         return load_config(KDConfig, None, [*base, *overrides])
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps process-wide singletons; each test starts from none."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()

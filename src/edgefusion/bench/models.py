@@ -33,13 +33,15 @@ ARCHITECTURES: dict[str, tuple[str, str | None, int | None]] = {
 
 @dataclass
 class PipelineParts:
-    """The modules of one model and the shapes its inputs take."""
+    """The modules of one model and the shapes its inputs take; ``tiny_decoder`` is another decoder
+    timed beside the VAE's (``--vae``)."""
 
     text_encoder: nn.Module
     unet: nn.Module
     vae: nn.Module
     text_length: int
     vocab_size: int
+    tiny_decoder: nn.Module | None = None
 
     @property
     def lcm(self) -> bool:

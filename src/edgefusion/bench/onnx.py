@@ -1,9 +1,12 @@
-"""The ``onnxruntime`` bench backend: time the components of an ONNX export (``edgefusion.export``).
+"""The graph bench backends, ``onnxruntime`` and ``openvino``: time the components of an ONNX
+export (``edgefusion.export``).
 
 The export's layout is ``text_encoder/model.onnx`` (``input_ids``), ``unet/model.onnx``
 (``sample``, ``timestep``, ``encoder_hidden_states``, and ``timestep_cond`` for LCM U-Nets) and
 ``vae_decoder/model.onnx`` (``latent_sample``). A built-in architecture is first saved as a
-pipeline folder, then exported; both are cached under ``work_dir`` and reused by later runs.
+pipeline folder, then exported; both are cached under ``work_dir`` and reused by later runs. With
+another decoder (``--vae``) a second export holds it as its ``vae_decoder``, timed as
+``tiny_decoder``; OpenVINO compiles the same graphs onnxruntime runs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgefusion.atomic import atomic_output_dir
+from edgefusion.bench.measure import bind
 from edgefusion.bench.models import ARCHITECTURES, PipelineParts
 from edgefusion.export.onnx import export_pipeline
 from edgefusion.export.runtime import ort_session
@@ -64,28 +69,60 @@ def save_builtin_pipeline(parts: PipelineParts, folder: Path) -> Path:
     return folder
 
 
-def exported_folder(name: str, parts: PipelineParts, work_dir: Path) -> Path:
-    """The fp32 ONNX export of ``name``, made on first use."""
-    folder = Path(work_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", name) / "onnx-fp32"
+def slug(name: str | Path) -> str:
+    """``name`` as one folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_")
+
+
+def pipeline_folder(name: str, parts: PipelineParts, work_dir: Path) -> Path:
+    """The pipeline folder of ``name``: its own, or for a built-in architecture one saved under
+    ``work_dir`` on first use (from fp32 weights: call it before a torch backend casts them)."""
+    if name not in ARCHITECTURES:
+        from edgefusion.pipeline.sources import resolve_model_path
+
+        return resolve_model_path(name)
+    folder = Path(work_dir) / slug(name) / "pipeline"
+    if not (folder / "model_index.json").exists():
+        with atomic_output_dir(folder, overwrite=True) as staging:
+            save_builtin_pipeline(parts, staging)
+    return folder
+
+
+def exported_folder(name: str, parts: PipelineParts, work_dir: Path, vae: Path | None = None) -> Path:
+    """The fp32 ONNX export of ``name`` (decoding with ``vae`` when given), made on first use."""
+    folder = Path(work_dir) / slug(name) / ("onnx-fp32" + (f"-vae-{slug(vae)}" if vae else ""))
     if all((folder / sub / "model.onnx").exists() for sub in _SUBFOLDERS.values()):
         return folder
-    source = name
-    if name in ARCHITECTURES:
-        source = folder.parent / "pipeline"
-        if not (source / "model_index.json").exists():
-            save_builtin_pipeline(parts, source)
-    return export_pipeline(source, folder, precision="fp32")
+    return export_pipeline(pipeline_folder(name, parts, work_dir), folder, precision="fp32", vae=vae)
+
+
+def graph_files(name: str, parts: PipelineParts, work_dir: Path, vae: Path | None = None) -> dict[str, Path]:
+    """The ONNX graph of each component, ``tiny_decoder`` from a second export when ``vae`` is given."""
+    folder = exported_folder(name, parts, work_dir)
+    files = {component: folder / sub / "model.onnx" for component, sub in _SUBFOLDERS.items()}
+    if vae is not None:
+        files["tiny_decoder"] = exported_folder(name, parts, work_dir, vae) / "vae_decoder" / "model.onnx"
+    return files
 
 
 def onnx_runners(
-    name: str, parts: PipelineParts, inputs: dict[str, dict[str, torch.Tensor]], work_dir: Path
+    files: dict[str, Path], inputs: dict[str, dict[str, torch.Tensor]]
 ) -> dict[str, Callable[[], object]]:
     """One callable per component running its onnxruntime session on the given inputs."""
-    folder = exported_folder(name, parts, work_dir)
+    threads = torch.get_num_threads()
+    return {c: _runner(ort_session(file, threads), inputs[c]) for c, file in files.items()}
+
+
+def openvino_runners(
+    files: dict[str, Path], inputs: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype
+) -> dict[str, Callable[[], object]]:
+    """One callable per component running its graph compiled by OpenVINO at ``dtype``'s precision,
+    called as the openvino backend calls it (:class:`~edgefusion.export.openvino.OpenVinoSession`)."""
+    from edgefusion.export.openvino import OpenVinoSession, compile_graph
+
     threads = torch.get_num_threads()
     return {
-        component: _runner(ort_session(folder / sub / "model.onnx", threads), inputs[component])
-        for component, sub in _SUBFOLDERS.items()
+        c: bind(OpenVinoSession(compile_graph(file, dtype, threads)), inputs[c]) for c, file in files.items()
     }
 
 

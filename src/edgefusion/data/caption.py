@@ -6,20 +6,23 @@ The old caption is kept as ``original_text``; images pass through unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefusion.data.captioners import load_captioner
+from edgefusion.data import captioners  # noqa: F401  (registers the built-in captioners)
 from edgefusion.data.config import require
 from edgefusion.data.dataset import Item
-from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
-from edgefusion.data.runner import Outcome, RunOptions, run_dataset_stage
+from edgefusion.data.images import DEFAULT_MAX_PIXELS
+from edgefusion.data.registry import CAPTIONERS, Captioner, built_once
+from edgefusion.data.runner import Outcome, RunOptions, read_images, run_dataset_stage
 
 
 @dataclass
 class CaptionConfig:
-    """Which captioner (``toy``, ``transformers`` or ``module:factory``) and its model folder."""
+    """Which captioner (``transformers``, one a world registered such as ``toy``, or
+    ``module:factory``) and its model folder."""
 
     captioner: str = "toy"
     model: str = "toy:evaluator"
@@ -33,21 +36,16 @@ class CaptionConfig:
 
 @dataclass
 class CaptionStage:
+    """Recaptions chunks; ``factory`` is the captioner's, looked up where the run starts."""
+
     config: CaptionConfig
+    factory: Callable[[str], Captioner]
     name: str = "caption"
     writes_images: bool = True
 
     def process(self, items: list[Item]) -> list[Outcome]:
-        captioner = load_captioner(self.config.captioner, self.config.model)
-        outcomes: dict[str, Outcome] = {}
-        readable: list[tuple[Item, Any]] = []
-        for item in items:
-            try:
-                readable.append((item, decode_image(item.read(), self.config.max_pixels).image))
-            except OSError as err:
-                outcomes[item.id] = Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
-            except ImageRejected as err:
-                outcomes[item.id] = Outcome.rejected(item.id, str(err))
+        captioner = built_once(self.factory, self.config.model)
+        readable, outcomes = read_images(items, self.config.max_pixels)
         size = self.config.batch_size
         for start in range(0, len(readable), size):
             batch = readable[start : start + size]
@@ -69,4 +67,5 @@ def caption(
 ) -> dict[str, Any]:
     """Recaption every sample of ``source`` into ``out``."""
     config = config or CaptionConfig()
-    return run_dataset_stage(CaptionStage(config), source, out, options)
+    stage = CaptionStage(config, CAPTIONERS.get(config.captioner))
+    return run_dataset_stage(stage, source, out, options)

@@ -7,7 +7,10 @@ stage's config; options given on the command line win) and the run options ``--w
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,10 +43,6 @@ def _config(cls: type, path: Path | None, what: str, **options: Any):
     return merge_options(base, **options)
 
 
-def _options(workers: int, engine: str, chunk_size: int, overwrite: bool) -> RunOptions:
-    return RunOptions(workers=workers, engine=engine, chunk_size=chunk_size, overwrite=overwrite)
-
-
 def _report(out: Path, stats: dict[str, Any]) -> None:
     reasons = ", ".join(f"{k}: {v}" for k, v in stats.get("reject_reasons", {}).items()) or "none"
     console.print(
@@ -52,7 +51,40 @@ def _report(out: Path, stats: dict[str, Any]) -> None:
     )
 
 
-@data_app.command("ingest")
+#: The run options every stage command takes after its own; they reach it as ``options``.
+RUN_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+    for name, annotation, default in (
+        ("workers", Workers, 1),
+        ("engine", Engine, "local"),
+        ("chunk_size", ChunkSize, 256),
+        ("overwrite", Overwrite, False),
+    )
+]
+
+
+def stage_command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fn`` as the command ``data NAME`` with the run options after its own options:
+    ``fn`` declares a keyword ``options`` and receives them as one :class:`RunOptions`."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        own = inspect.signature(fn, eval_str=True)
+        params = [p for p in own.parameters.values() if p.name != "options"]
+
+        @functools.wraps(fn)
+        def command(
+            *args: Any, workers: int, engine: str, chunk_size: int, overwrite: bool, **kwargs: Any
+        ) -> None:
+            options = RunOptions(workers=workers, engine=engine, chunk_size=chunk_size, overwrite=overwrite)
+            fn(*args, options=options, **kwargs)
+
+        command.__signature__ = own.replace(parameters=[*params, *RUN_OPTIONS])  # what typer reads
+        return data_app.command(name)(command)
+
+    return register
+
+
+@stage_command("ingest")
 def ingest_command(
     source: InDir,
     out: OutDir,
@@ -61,10 +93,8 @@ def ingest_command(
     path_column: Annotated[str | None, typer.Option(help="Table column with image paths.")] = None,
     caption_column: Annotated[str | None, typer.Option(help="Table column with captions.")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Refuse images declaring more pixels.")] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Read an image folder (metadata.jsonl or .txt captions), CSV/parquet table or WebDataset tars."""
     from edgefusion.data.ingest import IngestConfig, ingest
@@ -78,10 +108,10 @@ def ingest_command(
         caption_column=caption_column,
         max_pixels=max_pixels,
     )
-    _report(out, ingest(source, out, cfg, _options(workers, engine, chunk_size, overwrite)))
+    _report(out, ingest(source, out, cfg, options))
 
 
-@data_app.command("dedup")
+@stage_command("dedup")
 def dedup_command(
     source: InDir,
     out: OutDir,
@@ -95,10 +125,8 @@ def dedup_command(
     near: Annotated[
         bool | None, typer.Option("--near/--exact-only", help="Also remove near duplicates.")
     ] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Remove exact (SHA-256) and near (pHash + thumbnail) duplicates, keeping the largest copy."""
     from edgefusion.data.dedup import DedupConfig, dedup
@@ -111,10 +139,10 @@ def dedup_command(
         thumbnail_threshold=thumbnail_threshold,
         near=near,
     )
-    _report(out, dedup(source, out, cfg, _options(workers, engine, chunk_size, overwrite)))
+    _report(out, dedup(source, out, cfg, options))
 
 
-@data_app.command("filter")
+@stage_command("filter")
 def filter_command(
     source: InDir,
     out: OutDir,
@@ -129,10 +157,8 @@ def filter_command(
         typer.Option("--detect-upscaling/--no-detect-upscaling", help="Drop images upscaled 2x+."),
     ] = None,
     upscale_residual: Annotated[float | None, typer.Option(help="Upscale detector threshold.")] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Drop images that are too small, too elongated, heavily compressed or upscaled."""
     from edgefusion.data.filter import FilterConfig, filter_images
@@ -147,10 +173,10 @@ def filter_command(
         detect_upscaling=detect_upscaling,
         upscale_residual=upscale_residual,
     )
-    _report(out, filter_images(source, out, cfg, _options(workers, engine, chunk_size, overwrite)))
+    _report(out, filter_images(source, out, cfg, options))
 
 
-@data_app.command("crop")
+@stage_command("crop")
 def crop_command(
     source: InDir,
     out: OutDir,
@@ -159,38 +185,34 @@ def crop_command(
     scorer: Annotated[
         str | None, typer.Option(help="border_contrast, edges or module:function importance map.")
     ] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Crop to the best of the centre and two end squares, then resize to --size."""
     from edgefusion.data.crop import CropConfig, crop
 
     cfg = _config(CropConfig, config, "crop", size=size, scorer=scorer)
-    _report(out, crop(source, out, cfg, _options(workers, engine, chunk_size, overwrite)))
+    _report(out, crop(source, out, cfg, options))
 
 
-@data_app.command("caption")
+@stage_command("caption")
 def caption_command(
     source: InDir,
     out: OutDir,
     config: ConfigFile = None,
     captioner: Annotated[str | None, typer.Option(help="toy, transformers or module:factory.")] = None,
     model: Annotated[str | None, typer.Option(help="Model folder (toy: toy:evaluator).")] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Recaption every image (after cropping); the old caption is kept as original_text."""
     from edgefusion.data.caption import CaptionConfig, caption
 
     cfg = _config(CaptionConfig, config, "caption", captioner=captioner, model=model)
-    _report(out, caption(source, out, cfg, _options(workers, engine, chunk_size, overwrite)))
+    _report(out, caption(source, out, cfg, options))
 
 
-@data_app.command("synthesize")
+@stage_command("synthesize")
 def synthesize_command(
     out: OutDir,
     config: ConfigFile = None,
@@ -209,10 +231,8 @@ def synthesize_command(
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (pipelines).")] = None,
     size: Annotated[int | None, typer.Option(help="Render size (toy:render).")] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Generate image-text pairs from balanced prompts (the paper's synt)."""
     from edgefusion.data.synthesize import SynthConfig, synthesize
@@ -231,10 +251,10 @@ def synthesize_command(
         steps=steps,
         size=size,
     )
-    _report(out, synthesize(out, cfg, _options(workers, engine, chunk_size, overwrite)))
+    _report(out, synthesize(out, cfg, options))
 
 
-@data_app.command("curate")
+@stage_command("curate")
 def curate_command(
     source: InDir,
     out: OutDir,
@@ -248,10 +268,8 @@ def curate_command(
         bool | None, typer.Option("--check-attributes", help="Toy pre-filter: caption must match classifier.")
     ] = None,
     pending: Annotated[str | None, typer.Option(help="On --apply, undecided samples: keep or drop.")] = None,
-    workers: Workers = 1,
-    engine: Engine = "local",
-    chunk_size: ChunkSize = 256,
-    overwrite: Overwrite = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Queue samples for review (pre-filters decide the obvious ones); --apply writes the result."""
     from edgefusion.data.curate import CurateConfig, ReviewQueue, apply_decisions, build_queue
@@ -266,7 +284,6 @@ def curate_command(
         check_attributes=check_attributes,
         pending=pending,
     )
-    options = _options(workers, engine, chunk_size, overwrite)
     if apply:
         _report(out, apply_decisions(source, out, cfg, options))
         return
@@ -361,7 +378,7 @@ def score_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a run on the toy web set against its exact flaw labels."""
-    from edgefusion.data.score import score_run
+    from edgefusion.toy.scoring import score_run
 
     result = score_run(run_dir)
     if as_json:

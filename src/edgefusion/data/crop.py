@@ -21,8 +21,8 @@ from PIL import Image
 
 from edgefusion.data.config import import_object, require
 from edgefusion.data.dataset import Item
-from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image, encode_png, rgb_array
-from edgefusion.data.runner import Outcome, RunOptions, run_dataset_stage
+from edgefusion.data.images import DEFAULT_MAX_PIXELS, encode_png, rgb_array
+from edgefusion.data.runner import Outcome, RunOptions, read_image, run_dataset_stage
 
 Box = tuple[int, int, int, int]
 CHOICES = ("center", "start", "end")
@@ -100,12 +100,10 @@ class CropStage:
         return [self._crop(item, scorer) for item in items]
 
     def _crop(self, item: Item, scorer: Callable[[Image.Image], np.ndarray]) -> Outcome:
-        try:
-            image = decode_image(item.read(), self.config.max_pixels).image
-        except OSError as err:
-            return Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
-        except ImageRejected as err:
-            return Outcome.rejected(item.id, str(err))
+        read = read_image(item, self.config.max_pixels)
+        if isinstance(read, Outcome):
+            return read
+        image = read[1].image
         choice, box = choose_crop(image, scorer, self.config.margin)
         size = self.config.size
         cropped = image.crop(box)

@@ -17,13 +17,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgefusion.data.config import import_object, require
+from edgefusion.data.config import require
 from edgefusion.data.dataset import Item, iter_rows
-from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
+from edgefusion.data.images import DEFAULT_MAX_PIXELS
+from edgefusion.data.registry import SCORERS, Scorer, built_once
 from edgefusion.data.review_db import describe, is_postgres, open_database
 from edgefusion.data.review_queue import (
     CURATE,
@@ -37,17 +37,16 @@ from edgefusion.data.review_queue import (
     status_counts,
     task_decisions,
 )
-from edgefusion.data.runner import Outcome, RunOptions, finished_output, run_dataset_stage
+from edgefusion.data.runner import Outcome, RunOptions, finished_output, read_images, run_dataset_stage
 from edgefusion.data.select import Decision, SelectStage
 from edgefusion.errors import EdgefusionError
-
-Scorer = Callable[[list[Any], list[str]], list[dict[str, Any]]]
 
 
 @dataclass
 class CurateConfig:
-    """Pre-filter thresholds, the scorer (``toy`` or ``module:factory``), the queue file, and what
-    ``--apply`` does with samples nobody decided (``keep`` or ``drop``)."""
+    """Pre-filter thresholds, the scorer (one a world registered, such as ``toy``, or
+    ``module:factory``) and its evaluator, the queue file, and what ``--apply`` does with samples
+    nobody decided (``keep`` or ``drop``)."""
 
     db: str | None = None
     scorer: str = "toy"
@@ -62,57 +61,19 @@ class CurateConfig:
         require(self.pending in PENDING_POLICIES, f"pending must be one of {', '.join(PENDING_POLICIES)}")
 
 
-def toy_scorer(evaluator: str) -> Scorer:
-    """Toy CLIP score of each (image, caption) and whether the caption states what the classifier
-    reads from the image."""
-    from edgefusion.data.captioners import images_to_unit_tensor, scene_from_predictions
-    from edgefusion.data.score import caption_agrees
-    from edgefusion.eval.toy import ToyEvaluator
-
-    model = ToyEvaluator(evaluator)
-
-    def score(images: list[Any], texts: list[str]) -> list[dict[str, Any]]:
-        side = model.image_size
-        batch = images_to_unit_tensor([im.convert("RGB").resize((side, side)) for im in images])
-        clip = model.clip_scores(batch, texts).tolist()
-        predicted = model.predict(batch)
-        results = []
-        for i, text in enumerate(texts):
-            seen = scene_from_predictions({head: int(values[i]) for head, values in predicted.items()})
-            results.append(
-                {"clip_score": round(clip[i], 5), "attributes_ok": caption_agrees(text, seen.to_dict())}
-            )
-        return results
-
-    return score
-
-
-@lru_cache(maxsize=2)
-def load_scorer(kind: str, evaluator: str) -> Scorer:
-    if kind == "toy":
-        return toy_scorer(evaluator)
-    return import_object(kind, "curation scorer")(evaluator)
-
-
 @dataclass
 class ScoreStage:
-    """Pre-filter scores per sample (rows only, no files), resumable like every stage."""
+    """Pre-filter scores per sample (rows only, no files), resumable like every stage; ``factory``
+    is the scorer's, looked up where the run starts."""
 
     config: CurateConfig
+    factory: Callable[[str], Scorer]
     name: str = "curate"
     writes_images: bool = False
 
     def process(self, items: list[Item]) -> list[Outcome]:
-        outcomes: dict[str, Outcome] = {}
-        readable = []
-        for item in items:
-            try:
-                readable.append((item, decode_image(item.read(), self.config.max_pixels).image))
-            except OSError as err:
-                outcomes[item.id] = Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
-            except ImageRejected as err:
-                outcomes[item.id] = Outcome.rejected(item.id, str(err))
-        scorer = load_scorer(self.config.scorer, self.config.evaluator)
+        readable, outcomes = read_images(items, self.config.max_pixels)
+        scorer = built_once(self.factory, self.config.evaluator)
         for start in range(0, len(readable), self.config.batch_size):
             batch = readable[start : start + self.config.batch_size]
             scores = scorer([image for _, image in batch], [item.row.get("text", "") for item, _ in batch])
@@ -214,7 +175,7 @@ def build_queue(
     options = options or RunOptions()
     location = queue_location(config, out)
     scores_dir = Path(out).with_name(f".{Path(out).name}.scores")
-    run_dataset_stage(ScoreStage(config), source, scores_dir, options)
+    run_dataset_stage(ScoreStage(config, SCORERS.get(config.scorer)), source, scores_dir, options)
 
     def relative(path: str) -> str:
         try:

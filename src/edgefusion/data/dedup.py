@@ -27,8 +27,8 @@ from PIL import Image
 
 from edgefusion.data.config import require
 from edgefusion.data.dataset import Item, iter_rows
-from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
-from edgefusion.data.runner import Outcome, RunOptions, finished_output, run_dataset_stage
+from edgefusion.data.images import DEFAULT_MAX_PIXELS
+from edgefusion.data.runner import Outcome, RunOptions, finished_output, read_image, run_dataset_stage
 from edgefusion.data.select import Decision, SelectStage
 
 
@@ -63,13 +63,10 @@ class HashStage:
     def _fingerprint(self, item: Item) -> Outcome:
         import imagehash
 
-        try:
-            data = item.read()
-            image = decode_image(data, self.config.max_pixels).image
-        except OSError as err:
-            return Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
-        except ImageRejected as err:
-            return Outcome.rejected(item.id, str(err))
+        read = read_image(item, self.config.max_pixels)
+        if isinstance(read, Outcome):
+            return read
+        data, image = read[0], read[1].image
         side = self.config.thumbnail_size
         thumbnail = np.asarray(image.resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
         row = {

@@ -24,8 +24,8 @@ from PIL import Image
 
 from edgefusion.data.config import require
 from edgefusion.data.dataset import Item
-from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image, rgb_array
-from edgefusion.data.runner import Outcome, RunOptions, run_dataset_stage
+from edgefusion.data.images import DEFAULT_MAX_PIXELS, rgb_array
+from edgefusion.data.runner import Outcome, RunOptions, read_image, run_dataset_stage
 
 
 @dataclass
@@ -142,13 +142,10 @@ class FilterStage:
 
     def _check(self, item: Item) -> Outcome:
         config = self.config
-        try:
-            data = item.read()
-            image = decode_image(data, config.max_pixels).image
-        except OSError as err:
-            return Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
-        except ImageRejected as err:
-            return Outcome.rejected(item.id, str(err))
+        read = read_image(item, config.max_pixels)
+        if isinstance(read, Outcome):
+            return read
+        data, image = read[0], read[1].image
         width, height = image.size
         if min(width, height) < config.min_side:
             return Outcome.rejected(item.id, f"too small: {width}x{height}, short side < {config.min_side}")

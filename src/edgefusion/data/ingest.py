@@ -14,8 +14,8 @@ from typing import Any
 
 from edgefusion.data.config import require
 from edgefusion.data.dataset import Item
-from edgefusion.data.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image, normalized_bytes
-from edgefusion.data.runner import Outcome, RunOptions, run_stage
+from edgefusion.data.images import DEFAULT_MAX_PIXELS, normalized_bytes
+from edgefusion.data.runner import Outcome, RunOptions, read_image, run_stage
 from edgefusion.data.sources import FORMATS, read_source
 
 
@@ -43,14 +43,10 @@ class IngestStage:
         return [self._ingest(item) for item in items]
 
     def _ingest(self, item: Item) -> Outcome:
-        try:
-            data = item.read()
-        except OSError as err:
-            return Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
-        try:
-            decoded = decode_image(data, self.config.max_pixels)
-        except ImageRejected as err:
-            return Outcome.rejected(item.id, str(err))
+        read = read_image(item, self.config.max_pixels)
+        if isinstance(read, Outcome):
+            return read
+        data, decoded = read
         stored, ext = normalized_bytes(data, decoded)
         row: dict[str, Any] = {k: v for k, v in item.row.items() if k not in ("width", "height")}
         row.setdefault("text", "")

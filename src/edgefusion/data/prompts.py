@@ -1,10 +1,12 @@
-"""Prompt generators for ``synthesize``: balanced templates, the toy grammar, and LLM rewriting.
+"""Prompt generators for ``synthesize``: balanced templates and LLM rewriting.
 
 The paper controls the attributes of its synthetic prompts (gender, ethnicity, age) so that no
 value dominates. Here every attribute draws from a :class:`Deck`: each value once, in a shuffled
 order, before any value repeats, so counts differ by at most one per round. An LLM (a local
 transformers model or an OpenAI-compatible endpoint) may then rewrite each template prompt into
-a richer one, as the paper uses GPT-4.
+a richer one, as the paper uses GPT-4. A world registers its own prompt grammar as a prompt
+source (:data:`edgefusion.data.registry.PROMPT_SOURCES`; the toy world's draws its scenes from
+decks too).
 """
 
 from __future__ import annotations
@@ -15,22 +17,11 @@ import random
 import string
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from edgefusion.errors import EdgefusionError
-from edgefusion.toy.captions import canonical_caption
-from edgefusion.toy.world import (
-    COLORS,
-    HELD_OUT_COMBOS,
-    POSITIONS,
-    RELATIONS,
-    SHAPES,
-    SIZES,
-    Scene,
-    ShapeObject,
-)
 
 
 class Deck:
@@ -49,47 +40,6 @@ class Deck:
                     return self.cards.pop(i)
             self.cards += self.rng.sample(self.values, len(self.values))
         raise EdgefusionError("no value of a prompt slot satisfies its constraints")
-
-
-def balanced_toy_scenes(n: int, seed: int) -> Iterator[Scene]:
-    """Toy scenes whose backgrounds, shapes, colours, layouts, sizes and positions are balanced.
-
-    Object colours avoid the background, and held-out colour-shape pairs never occur (they must
-    stay out of all training data).
-    """
-    rng = random.Random(f"edgefusion.data/toy-prompts/{seed}")
-    decks = {
-        name: Deck(values, rng)
-        for name, values in {
-            "layout": ("single", "pair"),
-            "background": COLORS,
-            "shape": SHAPES,
-            "color": COLORS,
-            "size": SIZES,
-            "position": POSITIONS,
-            "relation": RELATIONS,
-        }.items()
-    }
-
-    def draw_object(background: str) -> tuple[str, str]:
-        shape = decks["shape"].draw()
-        color = decks["color"].draw(lambda c: c != background and (c, shape) not in HELD_OUT_COMBOS)
-        return shape, color
-
-    for _ in range(n):
-        background = decks["background"].draw()
-        if decks["layout"].draw() == "single":
-            shape, color = draw_object(background)
-            obj = ShapeObject(shape, color, decks["size"].draw(), decks["position"].draw())
-            yield Scene((obj,), background)
-        else:
-            pair = tuple(ShapeObject(*draw_object(background)) for _ in range(2))
-            yield Scene(pair, background, decks["relation"].draw())
-
-
-def toy_prompts(n: int, seed: int) -> list[str]:
-    """Canonical captions of balanced toy scenes (every one parses back exactly)."""
-    return [canonical_caption(scene) for scene in balanced_toy_scenes(n, seed)]
 
 
 def template_prompts(

@@ -33,6 +33,7 @@ from edgefusion.data.dataset import (
     read_dataset,
     read_stats,
 )
+from edgefusion.data.images import DecodedImage, ImageRejected, decode_image
 from edgefusion.errors import EdgefusionError
 from edgefusion.paths import check_output_apart
 
@@ -75,6 +76,30 @@ class Outcome:
     def rejected(cls, item_id: str, reason: str, details: dict[str, Any] | None = None) -> Outcome:
         """A reject; ``details`` (e.g. the kept duplicate) go to ``rejects.jsonl`` with the reason."""
         return cls(id=item_id, reason=reason, details=details)
+
+
+def read_image(item: Item, max_pixels: int) -> tuple[bytes, DecodedImage] | Outcome:
+    """``item``'s bytes and decoded image, or the outcome that rejects it: a file that cannot be
+    read, or an image :func:`~edgefusion.data.images.decode_image` refuses (with its reason)."""
+    try:
+        data = item.read()
+        return data, decode_image(data, max_pixels)
+    except OSError as err:
+        return Outcome.rejected(item.id, f"unreadable file: {err.strerror or err}")
+    except ImageRejected as err:
+        return Outcome.rejected(item.id, str(err))
+
+
+def read_images(items: list[Item], max_pixels: int) -> tuple[list[tuple[Item, Any]], dict[str, Outcome]]:
+    """The items whose images decode, each with its RGB image, and the rejects of the others."""
+    readable, rejected = [], {}
+    for item in items:
+        read = read_image(item, max_pixels)
+        if isinstance(read, Outcome):
+            rejected[item.id] = read
+        else:
+            readable.append((item, read[1].image))
+    return readable, rejected
 
 
 class Stage(Protocol):

@@ -1,15 +1,15 @@
 """Stage ``synthesize``: generate image-text pairs from balanced prompts (the paper's ``synt``).
 
-Prompts come from the toy grammar, templates or a prompt file, optionally rewritten by an LLM;
-images come from ``toy:render`` (the shapes renderer: exact images of each prompt, with the
-attribute ``record``), ``toy:teacher`` or any diffusers pipeline folder (e.g. SDXL). Sample ``i``
+Prompts come from templates, a prompt file or a prompt source a world registered (the toy
+world's grammar, ``toy``), optionally rewritten by an LLM; images come from any diffusers pipeline
+folder or model name (``toy:teacher``, SDXL) or from a renderer a world registered (``toy:render``,
+the shapes renderer: exact images of each prompt, with the attribute ``record``). Sample ``i``
 uses seed ``seed + i`` and its own generator, so images do not depend on batching or resuming.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,19 +18,15 @@ from typing import Any
 from edgefusion.data.config import require
 from edgefusion.data.dataset import Item
 from edgefusion.data.images import encode_png
-from edgefusion.data.prompts import (
-    rewrite_with_endpoint,
-    rewrite_with_local_llm,
-    template_prompts,
-    toy_prompts,
-)
+from edgefusion.data.prompts import rewrite_with_endpoint, rewrite_with_local_llm, template_prompts
+from edgefusion.data.registry import PROMPT_SOURCES, RENDERERS, Renderer
 from edgefusion.data.runner import Outcome, RunOptions, run_stage
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import check_model_folder
 from edgefusion.pipeline.sources import resolve_model_path
 
-PROMPT_SOURCES = ("toy", "templates", "file")
-RENDERER = "toy:render"
+#: Prompt sources of every install; worlds register more (:data:`~edgefusion.data.registry.PROMPT_SOURCES`).
+BUILT_IN_PROMPTS = ("templates", "file")
 
 
 @dataclass
@@ -49,7 +45,7 @@ class SynthConfig:
     #: Environment variable holding the endpoint's API key (read when called, never saved).
     llm_api_key_env: str = "OPENAI_API_KEY"
     llm_instruction: str = "Rewrite as one detailed image-generation prompt, nothing else: {prompt}"
-    generator: str = RENDERER
+    generator: str = "toy:render"
     steps: int = 25
     guidance: float | None = None  # None: the generator's recorded guidance (else 7.5)
     size: int = 64
@@ -57,7 +53,8 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         require(self.n >= 1, "n must be at least 1")
-        require(self.prompts in PROMPT_SOURCES, f"prompts must be one of {', '.join(PROMPT_SOURCES)}")
+        sources = [*PROMPT_SOURCES.names(), *BUILT_IN_PROMPTS]
+        require(self.prompts in sources, f"prompts must be one of {', '.join(sources)}")
         require(not (self.llm_model and self.llm_endpoint), "give llm_model or llm_endpoint, not both")
         require(self.prompts != "file" or bool(self.prompt_file), "prompts: file needs prompt_file")
         require(self.prompts != "templates" or bool(self.templates), "prompts: templates needs templates")
@@ -69,8 +66,8 @@ class SynthConfig:
 
 def make_prompts(config: SynthConfig) -> list[str]:
     """The ``n`` prompts of a run, before any LLM rewriting."""
-    if config.prompts == "toy":
-        return toy_prompts(config.n, config.seed)
+    if config.prompts not in BUILT_IN_PROMPTS:
+        return PROMPT_SOURCES.get(config.prompts)(config.n, config.seed)
     if config.prompts == "templates":
         return template_prompts(config.templates, config.slots or {}, config.n, config.seed)
     path = Path(config.prompt_file)
@@ -80,20 +77,6 @@ def make_prompts(config: SynthConfig) -> list[str]:
     if not lines:
         raise EdgefusionError(f"prompt file {path} holds no prompts")
     return [lines[i % len(lines)] for i in range(config.n)]
-
-
-def render_prompts(
-    prompts: list[str], seeds: list[int], size: int
-) -> list[tuple[Any, dict[str, Any] | None]]:
-    """Exact renders of toy prompts, with the completed scene as the attribute record."""
-    from edgefusion.toy.metrics import complete_scene, parse_prompts
-    from edgefusion.toy.world import render
-
-    images = []
-    for scene, seed in zip(parse_prompts(prompts), seeds, strict=True):
-        full = complete_scene(scene, random.Random(seed))
-        images.append((render(full, size, seed=seed), full.to_dict()))
-    return images
 
 
 @lru_cache(maxsize=1)
@@ -107,18 +90,24 @@ def generate_with_pipeline(
     prompts: list[str], seeds: list[int], config: SynthConfig
 ) -> list[tuple[Any, None]]:
     """Images of a diffusers text-to-image pipeline, one seeded generator per image."""
+    from PIL import Image
+
     from edgefusion.pipeline.sampling import generate_tensors, sampling_defaults
-    from edgefusion.toy.samples import tensor_to_images
 
     pipe = _pipeline(config.generator)
     _, guidance = sampling_defaults(pipe, config.generator, config.steps, config.guidance)
     images = generate_tensors(pipe, prompts, seeds, config.steps, guidance)
-    return [(image, None) for image in tensor_to_images(images * 2 - 1)]
+    pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [(Image.fromarray(array), None) for array in pixels]
 
 
 @dataclass
 class SynthStage:
+    """Generates chunks; ``render`` is the renderer of ``config.generator`` (looked up where the
+    run starts), None when the generator is a model."""
+
     config: SynthConfig
+    render: Renderer | None
     name: str = "synthesize"
     writes_images: bool = True
 
@@ -136,8 +125,8 @@ class SynthStage:
         elif config.llm_model:
             prompts = rewrite_with_local_llm(prompts, config.llm_model, config.llm_instruction)
         seeds = [item.row["seed"] for item in items]
-        if config.generator == RENDERER:
-            generated = render_prompts(prompts, seeds, config.size)
+        if self.render is not None:
+            generated = self.render(prompts, seeds, config.size)
         else:
             generated = []
             for start in range(0, len(items), config.batch_size):
@@ -161,10 +150,11 @@ class SynthStage:
 def synthesize(out: str | Path, config: SynthConfig | None = None, options: RunOptions | None = None) -> dict:
     """Generate ``config.n`` image-text pairs into the dataset folder ``out``."""
     config = config or SynthConfig()
-    if config.generator != RENDERER:  # a corrupt model fails here, before a run folder exists
+    render = RENDERERS.find(config.generator)
+    if render is None:  # a corrupt model fails here, before a run folder exists
         check_model_folder(resolve_model_path(config.generator))
     items = (
         Item(id=f"{i:08d}", row={"prompt": prompt, "seed": config.seed + i})
         for i, prompt in enumerate(make_prompts(config))
     )
-    return run_stage(SynthStage(config), items, out, options, source=None, total=config.n)
+    return run_stage(SynthStage(config, render), items, out, options, source=None, total=config.n)

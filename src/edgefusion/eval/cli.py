@@ -20,17 +20,27 @@ console = Console()
 
 _INCEPTION_HELP = f"Local pytorch-fid Inception weights ({WEIGHTS_FILE}); needed for IS, FID and KID."
 _TOY_HELP = "Toy-world metrics (default: for toy-world models)."
+PromptsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Prompt file: COCO-30K metadata.csv (file_name,text), CSV/JSONL with a text column, or .txt."
+    ),
+]
+FidReferenceOption = Annotated[
+    Path | None,
+    typer.Option(help="FID reference: statistics .npz (edgefusion eval stats) or an image folder."),
+]
+ClipOption = Annotated[
+    Path | None,
+    typer.Option(help="transformers CLIP folder, or open_clip checkpoint file (see --clip-arch)."),
+]
+ClipArchOption = Annotated[str, typer.Option(help="open_clip architecture of a checkpoint file.")]
 
 
 @eval_app.callback()
 def eval_command(
     ctx: typer.Context,
-    prompts: Annotated[
-        Path | None,
-        typer.Option(
-            help="Prompt file: COCO-30K metadata.csv (file_name,text), CSV/JSONL with a text column, or .txt."
-        ),
-    ] = None,
+    prompts: PromptsOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for images/ (when generating), metrics.json/.md.")
     ] = None,
@@ -49,23 +59,18 @@ def eval_command(
     ] = None,
     scheduler: Annotated[str | None, typer.Option(help="pndm, ddim, dpm, euler or lcm.")] = None,
     backend: Annotated[str, typer.Option(help="Generation backend: torch or onnxruntime.")] = "torch",
+    vae: Annotated[
+        str | None, typer.Option(help="Generate with this decoder (a decoder folder or a pipeline's vae/).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per generation and scoring batch.")] = 8,
     resize: Annotated[
         int, typer.Option(help="Resize to this square before scoring (BK-SDM: 256); 0 keeps.")
     ] = 256,
     inception_weights: Annotated[Path | None, typer.Option(help=_INCEPTION_HELP)] = None,
-    fid_ref: Annotated[
-        Path | None,
-        typer.Option(help="FID reference: statistics .npz (edgefusion eval stats) or an image folder."),
-    ] = None,
+    fid_ref: FidReferenceOption = None,
     kid: Annotated[bool, typer.Option(help="Also compute KID against --fid-ref.")] = False,
-    clip: Annotated[
-        Path | None,
-        typer.Option(help="transformers CLIP folder, or open_clip checkpoint file (see --clip-arch)."),
-    ] = None,
-    clip_arch: Annotated[str, typer.Option(help="open_clip architecture of a checkpoint file.")] = (
-        DEFAULT_OPEN_CLIP_ARCH
-    ),
+    clip: ClipOption = None,
+    clip_arch: ClipArchOption = DEFAULT_OPEN_CLIP_ARCH,
     toy: Annotated[bool | None, typer.Option("--toy/--no-toy", help=_TOY_HELP)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
 ) -> None:
@@ -89,6 +94,7 @@ def eval_command(
         size=size,
         scheduler=scheduler,
         backend=backend,
+        vae=vae,
         batch_size=batch_size,
         resize=resize or None,
         inception_weights=inception_weights,

@@ -48,6 +48,7 @@ class EvalConfig:
     size: int | None = None  # generation size; None: the model's own (512 for SD-v1)
     scheduler: str | None = None
     backend: str = "torch"
+    vae: str | None = None  # another decoder for generation (edgefusion.pipeline.vae)
     batch_size: int = 8
     resize: int | None = 256  # BK-SDM scores 512 px images resized to 256; None keeps them
     inception_weights: Path | None = None
@@ -74,6 +75,7 @@ def generate_images(config: EvalConfig, prompts: list[str], folder: Path) -> Non
         out=folder,
         scheduler=config.scheduler,
         backend=config.backend,
+        vae=config.vae,
         batch_size=config.batch_size,
     )
 

@@ -25,6 +25,10 @@ def export_command(
         int | None, typer.Option("--size", help="Image side the graphs are traced at (default: the model's).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it already exists.")] = False,
+    vae: Annotated[
+        str | None,
+        typer.Option("--vae", help="Export this decoder as vae_decoder (decoder folder or pipeline's vae/)."),
+    ] = None,
     report: Annotated[
         bool, typer.Option("--report", help="Print JSON: PSNR of onnxruntime vs torch fp32 images, sizes.")
     ] = False,
@@ -41,12 +45,12 @@ def export_command(
         raise EdgefusionError(f"unknown export format {format!r}; only onnx is supported")
     # The report settings are checked before the export, not after it.
     settings = ReportSettings(num_prompts=prompts, steps=steps, guidance=guidance)
-    export_pipeline(src, out, precision, height=size, width=size, overwrite=overwrite)
+    export_pipeline(src, out, precision, height=size, width=size, overwrite=overwrite, vae=vae)
     console.print(f"wrote [bold]{out}[/] (text_encoder, unet, vae_decoder; {precision})")
     if report:
         from edgefusion.export.report import export_report
 
-        typer.echo(json.dumps(export_report(src, out, settings)))
+        typer.echo(json.dumps(export_report(src, out, settings, vae=vae)))
 
 
 def register(app: typer.Typer) -> None:

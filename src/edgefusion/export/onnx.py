@@ -44,6 +44,7 @@ from edgefusion.pipeline.lcm import is_lcm
 from edgefusion.pipeline.load import cast_, load_pipeline
 from edgefusion.pipeline.sampling import check_sampling_memory, native_size, pipeline_size_factor
 from edgefusion.pipeline.sources import resolve_model_path
+from edgefusion.pipeline.vae import decoder_folder, load_decoder, swap_decoder
 from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.quant.io import is_quantized_folder
 from edgefusion.quant.w8a16 import W8A16Config
@@ -89,23 +90,30 @@ def export_pipeline(
     height: int | None = None,
     width: int | None = None,
     overwrite: bool = False,
+    vae: str | Path | None = None,
 ) -> Path:
     """Export pipeline ``src`` (a diffusers folder, ``toy:NAME``, or a tiled folder) to ``out``.
 
     ``height``/``width`` (pixels) only set the example input the graphs are traced with (and the
     fixed U-Net size of a tiled model); by default the model's native size. Either must be a
     positive multiple of the model's size factor (:func:`edgefusion.limits.size_factor`).
+    ``vae`` exports another decoder as ``vae_decoder`` (a tiny one:
+    :func:`edgefusion.pipeline.vae.load_decoder`).
     """
     if precision not in PRECISIONS:
         raise EdgefusionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)
     path = resolve_model_path(src)
-    check_output_free(out, overwrite, [path])
+    decoder_path = decoder_folder(vae) if vae is not None else None
+    check_output_free(out, overwrite, [path, decoder_path])
     if is_quantized_folder(path):
         raise EdgefusionError(
             f"{src} is a W8A16 torch folder; export its fp32 original with --precision w8a16 instead"
         )
+    decoder = load_decoder(decoder_path) if decoder_path is not None else None
     pipe = load_pipeline(path)
+    if decoder is not None:
+        swap_decoder(pipe, decoder)
     tiling = read_tiling(path)
     if tiling:
         tile_attention_(pipe.unet, tiling)
@@ -118,6 +126,8 @@ def export_pipeline(
     with atomic_output_dir(out, overwrite) as staging:
         _export_components(pipe, staging, precision, latent, bool(tiling), quant_config)
         info = _export_info(pipe, str(src), precision, latent, tiling, quant_config)
+        if vae is not None:
+            info["vae"] = str(vae)
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         # The training provenance travels with the graphs (generate reads an LCM's guidance range).
         if (path / "unet" / PROVENANCE_FILE).is_file():
@@ -233,11 +243,15 @@ def export_unet(
 
 def _check_exportable(pipe) -> None:
     """Refuse pipelines this exporter does not cover, with a clear message, before any work."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
     config = pipe.unet.config
-    if not isinstance(pipe.unet, UNet2DConditionModel) or not isinstance(pipe.vae, AutoencoderKL):
-        raise EdgefusionError("only UNet2DConditionModel + AutoencoderKL pipelines can be exported")
+    if not isinstance(pipe.unet, UNet2DConditionModel) or not isinstance(
+        pipe.vae, AutoencoderKL | AutoencoderTiny
+    ):
+        raise EdgefusionError(
+            "only UNet2DConditionModel pipelines with an AutoencoderKL or AutoencoderTiny can be exported"
+        )
     unsupported = {
         "addition_embed_type": config.addition_embed_type,
         "class_embed_type": config.class_embed_type,
@@ -276,4 +290,3 @@ def _export(
         if stale != file:
             stale.unlink()  # per-tensor files of a large export; rewritten as one below
     save_onnx(proto, file)
-

@@ -16,13 +16,19 @@ def component_bytes(export_dir: str | Path) -> dict[str, int]:
     }
 
 
-def export_report(src: str | Path, export_dir: str | Path, settings: ReportSettings | None = None) -> dict:
-    """PSNR of onnxruntime images against torch fp32 images of ``src`` (same prompts and seeds)."""
+def export_report(
+    src: str | Path,
+    export_dir: str | Path,
+    settings: ReportSettings | None = None,
+    vae: str | Path | None = None,
+) -> dict:
+    """PSNR of onnxruntime images against torch fp32 images of ``src`` (same prompts and seeds),
+    decoded by ``vae`` when the export was made with it."""
     from edgefusion.export.runtime import load_onnx_pipeline
 
     settings = settings or ReportSettings()
     reference, images, prompts, steps, guidance = images_beside_original(
-        src, load_onnx_pipeline(export_dir), settings
+        src, load_onnx_pipeline(export_dir), settings, vae=vae
     )
     return {
         "psnr_db": psnr_db(images, reference),

@@ -9,12 +9,15 @@ batch, as diffusers' ``LatentConsistencyModelPipeline``; the others use classifi
 This is the ``onnxruntime`` backend of the inference layer (``load_pipeline(folder,
 backend="onnxruntime")``, ``edgefusion generate --backend onnxruntime``): ``edgefusion.export``
 registers it when imported. The benchmarks open their sessions with :func:`ort_session` too.
+Another runtime reuses the loop by opening the graphs itself: the ``openvino`` backend
+(:mod:`~edgefusion.export.openvino`) passes its own ``session`` opener.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,10 +63,17 @@ class OnnxStableDiffusionPipeline:
 
     ``is_lcm`` and ``default_size`` tell ``edgefusion generate`` how to sample and what size to use;
     ``size_factor`` is the step of the sizes the graphs take (exports from before it was recorded:
-    the VAE's factor).
+    the VAE's factor). ``session`` opens one component's graph from its folder (``path / "unet"``)
+    as a callable of named torch tensors that returns an fp32 torch tensor, as :class:`OrtSession`
+    does, which is the default.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        session: Callable[[Path], Callable[..., torch.Tensor]] | None = None,
+    ):
         import diffusers
         from transformers import CLIPTokenizer
 
@@ -76,9 +86,10 @@ class OnnxStableDiffusionPipeline:
         self.tokenizer = CLIPTokenizer.from_pretrained(str(path / "tokenizer"))
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
         self.scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
-        self.text_encoder = OrtSession(path / "text_encoder" / "model.onnx", threads)
-        self.unet = OrtSession(path / "unet" / "model.onnx", threads)
-        self.vae_decoder = OrtSession(path / "vae_decoder" / "model.onnx", threads)
+        open_graph = session or (lambda folder: OrtSession(folder / "model.onnx", threads))
+        self.text_encoder = open_graph(path / "text_encoder")
+        self.unet = open_graph(path / "unet")
+        self.vae_decoder = open_graph(path / "vae_decoder")
         self.vae_scale_factor = self.info["vae_scale_factor"]
         self.default_size = self.info["sample_size"][0] * self.vae_scale_factor
         self.size_factor = self.info.get("size_factor", self.vae_scale_factor)

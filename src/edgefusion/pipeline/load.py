@@ -2,7 +2,7 @@
 
 ``spec`` is anything :func:`~edgefusion.pipeline.sources.resolve_model_path` resolves (a folder,
 or a registered name such as ``toy:edgefusion``). ``backend`` names a loader in the backend
-registry (:mod:`edgefusion.pipeline.registry`): ``torch`` is built in here; W8A16
+registry (:mod:`edgefusion.pipeline.registry`): ``torch`` and ``torch-compile`` are built in here; W8A16
 (``edgefusion.quant``) and onnxruntime (``edgefusion.export``) register themselves when their
 package is imported, and a new runtime is one more module that does the same. Every backend
 returns a pipeline with the call signature of a diffusers one, which is all that sampling needs.
@@ -74,6 +74,40 @@ def _load_torch(path: Path, dtype: torch.dtype = torch.float32, scheduler: str |
 
 
 register_backend("torch", _load_torch)
+
+
+def _load_torch_compiled(path: Path, dtype: torch.dtype = torch.float32, scheduler: str | None = None):
+    """The ``torch-compile`` backend: the ``torch`` pipeline with its U-Net and VAE decoder
+    compiled for the CPU (:func:`cpu_compiled`). Weights load in fp32; ``dtype`` bfloat16 computes
+    under bf16 autocast, which keeps normalizations and softmax in fp32 (the ``torch`` backend's
+    bf16 casts every weight and op). Compiling happens on the first call at each image size."""
+    pipe = _load_torch(path, dtype=torch.float32, scheduler=scheduler)
+    for module in (pipe.unet, pipe.vae.decoder):
+        module.forward = cpu_compiled(module.forward, dtype)
+    return pipe
+
+
+def cpu_compiled(function, dtype: torch.dtype = torch.float32):
+    """``function`` (a module's ``forward``) compiled by inductor for CPU inference under no_grad.
+
+    Freezing folds the weights into the graph as constants (and, under autocast, their casts);
+    inductor lays convolutions out channels_last on CPUs by itself. Shapes are static: each new
+    image size compiles once more. A ``dtype`` other than float32 computes under its autocast, and
+    floating outputs come back as fp32, so latents and images stay fp32 between calls.
+    """
+    from torch.utils._pytree import tree_map_only
+
+    def run(*args, **kwargs):
+        if dtype == torch.float32:
+            return function(*args, **kwargs)
+        with torch.autocast("cpu", dtype=dtype):
+            out = function(*args, **kwargs)
+        return tree_map_only(torch.Tensor, lambda t: t.float() if t.is_floating_point() else t, out)
+
+    return torch.compile(run, backend="inductor", dynamic=False, options={"freezing": True})
+
+
+register_backend("torch-compile", _load_torch_compiled)
 
 
 def _import_declared_plugins(path: Path) -> None:

@@ -11,6 +11,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +23,7 @@ from edgefusion.limits import check_guidance, check_limit
 from edgefusion.pipeline.load import load_pipeline
 from edgefusion.pipeline.sampling import generate_tensors, sampling_defaults
 from edgefusion.pipeline.sources import resolve_model_path
+from edgefusion.pipeline.vae import load_decoder, swap_decoder
 from edgefusion.provenance import PROVENANCE_FILE
 from edgefusion.quant.io import (
     ACTIVATION_RANGES,
@@ -54,6 +56,11 @@ class ReportSettings:
 
     def prompts(self) -> list[str]:
         return [row.text for row in read_prompts(self.prompts_file or default_prompts(), self.num_prompts)]
+
+    def described(self, prompts: list[str], steps: int, guidance: float) -> dict[str, Any]:
+        """How a report's images were made (what :func:`images_beside_original` settled on), for
+        the report to say beside its numbers."""
+        return {"prompts": len(prompts), "seed": self.seed, "steps": steps, "guidance": guidance}
 
 
 def quantize_pipeline(
@@ -121,14 +128,16 @@ def psnr_db(images: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def images_beside_original(
-    src: str | Path, candidate, settings: ReportSettings
+    src: str | Path, candidate, settings: ReportSettings, vae: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], int, float]:
-    """Images of the original pipeline ``src`` and of ``candidate`` (a pipeline made from it) on
-    the same prompts and seeds, at the settings' or the model kind's steps and guidance:
-    ``(reference, images, prompts, steps, guidance)``."""
+    """Images of the original pipeline ``src`` (decoding with ``vae`` when given) and of
+    ``candidate`` (a pipeline made from it) on the same prompts and seeds, at the settings' or the
+    model kind's steps and guidance: ``(reference, images, prompts, steps, guidance)``."""
     prompts = settings.prompts()
     seeds = [settings.seed + i for i in range(len(prompts))]
     original = load_pipeline(src)
+    if vae is not None:
+        swap_decoder(original, load_decoder(vae))
     steps, guidance = sampling_defaults(original, src, settings.steps, settings.guidance)
     run = dict(steps=steps, guidance=guidance, batch_size=settings.batch_size)
     reference = generate_tensors(original, prompts, seeds, **run)
@@ -152,10 +161,7 @@ def quantization_report(
         "unet_size_ratio": quantized_bytes / fp32_bytes,
         "psnr_db": psnr_db(images, reference),
         "settings": {
-            "prompts": len(prompts),
-            "seed": settings.seed,
-            "steps": steps,
-            "guidance": guidance,
+            **settings.described(prompts, steps, guidance),
             "src": str(src),
             "quantized": str(quantized),
         },

@@ -31,14 +31,14 @@ class W8A16Config:
     """What :func:`quantize_` does; saved as ``quantization.json`` beside the weights.
 
     ``activation_dtype``: the 16-bit type activations (and dequantized weights) compute in.
-    float16 is the default: on the toy model, bfloat16 activations alone already cost about 30 dB
-    PSNR against fp32 after 25 steps, float16 about 68 dB. ``float32`` is allowed for
-    weight-only simulation (W8A32).
+    float16 is the default: bfloat16 keeps fewer mantissa bits, and its rounding error compounds
+    over the sampling steps far more than int8 weights do (docs/RESULTS.md, section 6).
+    ``float32`` is allowed for weight-only simulation (W8A32).
 
     ``skip``: fully qualified names kept in 16 bits. By default the U-Net's last convolution,
-    which writes the prediction itself: on the toy BK-Tiny (25 steps, CFG 7.5, 20 prompts) int8
-    there alone costs 17 dB (all layers 33 dB, all but ``conv_out`` 50 dB), for 0.03% of the
-    weights there and 0.001% of SD-v1's. Pass ``skip=()`` for int8 everywhere.
+    which writes the prediction itself, so its rounding error lands in every step's output
+    unfiltered, while it holds a tiny share of the weights (the measured cost of int8 there is in
+    docs/RESULTS.md, section 6). Pass ``skip=()`` for int8 everywhere.
     """
 
     activation_dtype: str = "float16"

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -136,27 +138,93 @@ Posted = Annotated[dict, Depends(csrf_checked)]
 Admin = Annotated[dict, Depends(admin_user)]
 
 
+class Site:
+    """What the route handlers share: the database of each thread, the page templates, the lease of
+    a handed-out item, and whether cookies go over HTTPS only."""
+
+    def __init__(self, url: str | Path, lease: float, secure_cookies: bool) -> None:
+        self.databases = ThreadDatabases(url)
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.lease = lease
+        self.secure_cookies = secure_cookies
+
+    def render(
+        self, request: Request, name: str, context: dict[str, Any], status_code: int = 200
+    ) -> Response:
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def set_cookie(
+        self, response: Response, name: str, value: str, path: str = "/", max_age: int | None = None
+    ) -> None:
+        response.set_cookie(
+            name, value, max_age=max_age, path=path, httponly=True, samesite="lax", secure=self.secure_cookies
+        )
+
+    def task_or_404(self, task_id: int) -> Any:
+        try:
+            return get_task(self.databases.get(), task_id)
+        except EdgefusionError:
+            raise HTTPException(404, f"no task {task_id}") from None
+
+    def admin_page(
+        self, request: Request, user: dict, message: str | None = None, status_code: int = 200
+    ) -> Response:
+        db = self.databases.get()
+        rows = [{"task": task, "progress": progress(db, task)} for task in list_tasks(db)]
+        context = {
+            "user": user,
+            "rows": rows,
+            "users": auth.list_users(db),
+            "message": message,
+            "database": describe(db.url),
+            "pending_policies": PENDING_POLICIES,
+        }
+        return self.render(request, "admin.html", context, status_code)
+
+    def admin_action(self, request: Request, user: dict, action: Callable[[], str]) -> Response:
+        """The admin page with what ``action`` reports, or with its error (status 400)."""
+        try:
+            message = action()
+        except EdgefusionError as err:
+            return self.admin_page(request, user, f"error: {err}", 400)
+        return self.admin_page(request, user, message)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """The settings every new task's form has: a name (None: derived from the inputs) and how many
+    reviewers see each item."""
+
+    name: str | None
+    overlap: int
+
+
+def new_task_form(name: Annotated[str, Form()] = "", overlap: Annotated[int, Form()] = 1) -> NewTask:
+    return NewTask(name.strip() or None, overlap)
+
+
+NewTaskForm = Annotated[NewTask, Depends(new_task_form)]
+
+
 def create_app(url: str | Path, *, lease: float = DEFAULT_LEASE, secure_cookies: bool = False) -> FastAPI:
     """The app on the review database ``url`` (migrated here, once). ``lease``: seconds an item
     stays reserved for the reviewer it was handed to; ``secure_cookies``: send cookies only over
     HTTPS (set it when a TLS proxy fronts the app)."""
     open_database(url).close()
-    databases = ThreadDatabases(url)
-    templates = Jinja2Templates(directory=HERE / "templates")
+    site = Site(url, lease, secure_cookies)
     app = FastAPI(title="edgefusion review", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.state.databases = databases
+    app.state.databases = site.databases
+    _add_error_pages(app, site)
+    _add_login(app, site)
+    _add_reviewing(app, site)
+    _add_admin(app, site)
+    return app
 
-    def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
-        return templates.TemplateResponse(request, name, context, status_code=status_code)
 
-    def set_cookie(
-        response: Response, name: str, value: str, path: str = "/", max_age: int | None = None
-    ) -> None:
-        response.set_cookie(
-            name, value, max_age=max_age, path=path, httponly=True, samesite="lax", secure=secure_cookies
-        )
+def _add_error_pages(app: FastAPI, site: Site) -> None:
+    """A request without a session goes to the login page; bad forms and HTTP errors get a page."""
 
     @app.exception_handler(NotLoggedIn)
     async def to_login(request: Request, _: NotLoggedIn) -> Response:
@@ -167,20 +235,27 @@ def create_app(url: str | Path, *, lease: float = DEFAULT_LEASE, secure_cookies:
     @app.exception_handler(RequestValidationError)
     async def bad_form(request: Request, err: RequestValidationError) -> Response:
         fields = ", ".join(str(error["loc"][-1]) for error in err.errors())
-        return render(request, "error.html", {"status": 400, "message": f"bad or missing: {fields}"}, 400)
+        return site.render(
+            request, "error.html", {"status": 400, "message": f"bad or missing: {fields}"}, 400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def error_page(request: Request, err: StarletteHTTPException) -> Response:
-        return render(
+        return site.render(
             request, "error.html", {"status": err.status_code, "message": err.detail}, err.status_code
         )
 
-    # --- login -------------------------------------------------------------------------------
+
+def _add_login(app: FastAPI, site: Site) -> None:
+    """Logging in (a per-visit CSRF cookie guards the form) and out."""
+
     @app.get("/login")
     def login_page(request: Request, next: str = "/") -> Response:
         token = secrets.token_urlsafe(32)
-        response = render(request, "login.html", {"csrf": token, "next": _local_path(next), "error": None})
-        set_cookie(response, LOGIN_CSRF_COOKIE, token, path="/login")
+        response = site.render(
+            request, "login.html", {"csrf": token, "next": _local_path(next), "error": None}
+        )
+        site.set_cookie(response, LOGIN_CSRF_COOKIE, token, path="/login")
         return response
 
     @app.post("/login", dependencies=[Depends(same_origin)])
@@ -193,45 +268,43 @@ def create_app(url: str | Path, *, lease: float = DEFAULT_LEASE, secure_cookies:
     ) -> Response:
         if not auth.tokens_match(csrf, request.cookies.get(LOGIN_CSRF_COOKIE)):
             raise HTTPException(403, "the login form's CSRF token is missing or wrong: reload the page")
-        db = databases.get()
+        db = site.databases.get()
         user = auth.authenticate(db, name, password)
         if user is None:
             context = {"csrf": csrf, "next": _local_path(next), "error": "wrong name or password"}
-            return render(request, "login.html", context, status_code=401)
+            return site.render(request, "login.html", context, status_code=401)
         response = RedirectResponse(_local_path(next), status_code=303)
-        set_cookie(response, SESSION_COOKIE, auth.start_session(db, user["id"]), max_age=auth.SESSION_SECONDS)
+        session = auth.start_session(db, user["id"])
+        site.set_cookie(response, SESSION_COOKIE, session, max_age=auth.SESSION_SECONDS)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
 
-    # --- reviewing -----------------------------------------------------------------------------
     @app.post("/logout")
     def logout(request: Request, user: Posted) -> Response:
-        auth.end_session(databases.get(), request.cookies.get(SESSION_COOKIE))
+        auth.end_session(site.databases.get(), request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
 
+
+def _add_reviewing(app: FastAPI, site: Site) -> None:
+    """The reviewer's pages: the task list, the next item of a task, answers, undo, images."""
+
     @app.get("/")
     def index(request: Request, user: User) -> Response:
-        db = databases.get()
+        db = site.databases.get()
         rows = [{"task": task, "progress": progress(db, task, user["name"])} for task in list_tasks(db)]
-        return render(request, "index.html", {"user": user, "rows": rows})
-
-    def task_or_404(task_id: int):
-        try:
-            return get_task(databases.get(), task_id)
-        except EdgefusionError:
-            raise HTTPException(404, f"no task {task_id}") from None
+        return site.render(request, "index.html", {"user": user, "rows": rows})
 
     @app.get("/tasks/{task_id}")
     def review(request: Request, task_id: int, user: User) -> Response:
-        db = databases.get()
-        task = task_or_404(task_id)
-        item = next_item(db, task, user["name"], lease)
+        db = site.databases.get()
+        task = site.task_or_404(task_id)
+        item = next_item(db, task, user["name"], site.lease)
         context = {"user": user, "task": task, "item": item, "progress": progress(db, task, user["name"])}
         if item is None:
-            return render(request, "done.html", context)
-        return render(request, "curate.html" if task.kind == CURATE else "ab.html", context)
+            return site.render(request, "done.html", context)
+        return site.render(request, "curate.html" if task.kind == CURATE else "ab.html", context)
 
     @app.post("/tasks/{task_id}/answer")
     def answer(
@@ -242,29 +315,29 @@ def create_app(url: str | Path, *, lease: float = DEFAULT_LEASE, secure_cookies:
         note: Annotated[str, Form()] = "",
         text: Annotated[str, Form()] = "",
     ) -> Response:
-        db = databases.get()
-        task = task_or_404(task_id)
+        db = site.databases.get()
+        task = site.task_or_404(task_id)
         action, reason = _action(task.kind, choice, note)
         try:
             with db.transaction():  # the answer and the next hand-out: one commit, one disk sync
                 record_answer(
                     db, task, user["name"], item, action, reason, text if action == "edit" else None
                 )
-                next_item(db, task, user["name"], lease)
+                next_item(db, task, user["name"], site.lease)
         except EdgefusionError as err:
             raise HTTPException(409, str(err)) from None
         return RedirectResponse(f"/tasks/{task.id}", status_code=303)
 
     @app.post("/tasks/{task_id}/undo")
     def undo(task_id: int, user: Posted) -> Response:
-        task = task_or_404(task_id)
-        undo_last(databases.get(), task, user["name"])
+        task = site.task_or_404(task_id)
+        undo_last(site.databases.get(), task, user["name"])
         return RedirectResponse(f"/tasks/{task.id}", status_code=303)
 
     @app.get("/tasks/{task_id}/items/{item_id}/image/{side}")
     def image(task_id: int, item_id: str, side: str, user: User) -> Response:
-        db = databases.get()
-        task = task_or_404(task_id)
+        db = site.databases.get()
+        task = site.task_or_404(task_id)
         handout = holds(db, task, item_id, user["name"])
         if handout is None:
             raise HTTPException(404, "no such image among the items handed to you")
@@ -276,61 +349,37 @@ def create_app(url: str | Path, *, lease: float = DEFAULT_LEASE, secure_cookies:
             return Response(_pixels_only(data), media_type="image/png")
         return Response(data, media_type=_MEDIA_TYPES[path.suffix.lower()])
 
-    # --- admin ----------------------------------------------------------------------------------
 
-    def admin_page(
-        request: Request, user: dict, message: str | None = None, status_code: int = 200
-    ) -> Response:
-        db = databases.get()
-        rows = [{"task": task, "progress": progress(db, task)} for task in list_tasks(db)]
-        context = {
-            "user": user,
-            "rows": rows,
-            "users": auth.list_users(db),
-            "message": message,
-            "database": describe(db.url),
-            "pending_policies": PENDING_POLICIES,
-        }
-        return render(request, "admin.html", context, status_code)
+def _add_admin(app: FastAPI, site: Site) -> None:
+    """The admin's pages: tasks and accounts, opening tasks, exporting, reports."""
 
     @app.get("/admin")
     def admin_home(request: Request, user: Admin) -> Response:
-        return admin_page(request, user)
+        return site.admin_page(request, user)
 
     @app.post("/admin/tasks/curate")
     def new_curate_task(
-        request: Request,
-        user: Posted,
-        _: Admin,
-        dataset: Annotated[str, Form()],
-        name: Annotated[str, Form()] = "",
-        overlap: Annotated[int, Form()] = 1,
+        request: Request, user: Posted, _: Admin, dataset: Annotated[str, Form()], new: NewTaskForm
     ) -> Response:
-        try:
-            task, added = open_curate_task(
-                databases.get(), dataset.strip(), name=name.strip() or None, overlap=overlap, by=user["name"]
-            )
-        except EdgefusionError as err:
-            return admin_page(request, user, f"error: {err}", 400)
-        return admin_page(request, user, f"curation task {task.name!r} open, {added} samples added")
+        def open_task() -> str:
+            db, by = site.databases.get(), user["name"]
+            task, added = open_curate_task(db, dataset.strip(), name=new.name, overlap=new.overlap, by=by)
+            return f"curation task {task.name!r} open, {added} samples added"
+
+        return site.admin_action(request, user, open_task)
 
     @app.post("/admin/tasks/ab")
     def new_ab_task(
-        request: Request,
-        user: Posted,
-        _: Admin,
-        folders: Annotated[str, Form()],
-        name: Annotated[str, Form()] = "",
-        overlap: Annotated[int, Form()] = 1,
+        request: Request, user: Posted, _: Admin, folders: Annotated[str, Form()], new: NewTaskForm
     ) -> Response:
-        paths = [line.strip() for line in folders.splitlines() if line.strip()]
-        try:
+        def open_task() -> str:
+            paths = [line.strip() for line in folders.splitlines() if line.strip()]
             task = open_ab_task(
-                databases.get(), paths, name=name.strip() or None, overlap=overlap, by=user["name"]
+                site.databases.get(), paths, name=new.name, overlap=new.overlap, by=user["name"]
             )
-        except EdgefusionError as err:
-            return admin_page(request, user, f"error: {err}", 400)
-        return admin_page(request, user, f"A/B task {task.name!r} open")
+            return f"A/B task {task.name!r} open"
+
+        return site.admin_action(request, user, open_task)
 
     @app.post("/admin/tasks/{task_id}/export")
     def export(
@@ -342,25 +391,25 @@ def create_app(url: str | Path, *, lease: float = DEFAULT_LEASE, secure_cookies:
         pending: Annotated[str, Form()] = "keep",
         overwrite: Annotated[bool, Form()] = False,
     ) -> Response:
-        task = task_or_404(task_id)
-        try:
-            stats = export_task(databases.get(), task.id, out.strip(), pending=pending, overwrite=overwrite)
-        except EdgefusionError as err:
-            return admin_page(request, user, f"error: {err}", 400)
-        message = (
-            f"exported {task.name!r}: {stats['kept']} kept, {stats['rejected']} removed -> {out.strip()}"
-        )
-        return admin_page(request, user, message)
+        task = site.task_or_404(task_id)
+
+        def export_it() -> str:
+            stats = export_task(
+                site.databases.get(), task.id, out.strip(), pending=pending, overwrite=overwrite
+            )
+            return (
+                f"exported {task.name!r}: {stats['kept']} kept, {stats['rejected']} removed -> {out.strip()}"
+            )
+
+        return site.admin_action(request, user, export_it)
 
     @app.get("/admin/tasks/{task_id}/report")
     def report(request: Request, task_id: int, user: Admin, ties: str = "split") -> Response:
-        task = task_or_404(task_id)
+        task = site.task_or_404(task_id)
         if ties not in TIES:
             raise HTTPException(400, f"ties must be one of {', '.join(TIES)}")
-        context = {"user": user, "report": task_report(databases.get(), task.id, ties)}
-        return render(request, "report.html", context)
-
-    return app
+        context = {"user": user, "report": task_report(site.databases.get(), task.id, ties)}
+        return site.render(request, "report.html", context)
 
 
 def _action(kind: str, choice: str, note: str) -> tuple[str, str | None]:

@@ -79,6 +79,9 @@ def eval_command(
         str | None, typer.Option(help="pndm, ddim, dpm, euler, lcm (default: the model's).")
     ] = None,
     backend: Annotated[str, typer.Option(help="torch, or onnxruntime for an export folder.")] = "torch",
+    vae: Annotated[
+        str | None, typer.Option(help="Decode with this decoder (a decoder folder or a pipeline's vae/).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Score only the first N prompts (N >= 1).")] = None,
     renders: Annotated[
         bool, typer.Option(help="Score renders of the prompts instead (the ceiling).")
@@ -95,7 +98,14 @@ def eval_command(
         result["settings"] = {"model": "renders", "seed": seed}
     else:
         result = evaluate_toy_model(
-            model, texts, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, backend=backend
+            model,
+            texts,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            scheduler=scheduler,
+            backend=backend,
+            vae=vae,
         )
     if as_json:
         print(json.dumps(result, indent=2))

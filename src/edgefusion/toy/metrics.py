@@ -29,6 +29,7 @@ from edgefusion.eval.fid import fid_from_features
 from edgefusion.pipeline.load import load_pipeline
 from edgefusion.pipeline.sampling import generate_tensors, sampling_defaults
 from edgefusion.pipeline.sources import resolve_model_path
+from edgefusion.pipeline.vae import load_decoder, swap_decoder
 from edgefusion.toy.attributes import score_predictions
 from edgefusion.toy.captions import parse
 from edgefusion.toy.models import AttributeClassifier
@@ -178,17 +179,22 @@ def evaluate_toy_model(
     batch_size: int = 50,
     evaluator: str | Path = "toy:evaluator",
     backend: str = "torch",
+    vae: str | Path | None = None,
 ) -> dict:
     """Generate one image per prompt (seed ``seed + i``) and score it with :func:`score_images`.
 
     Generation goes through the pipeline ``edgefusion generate`` uses, with its defaults: an LCM
     model samples with its own scheduler and embedded guidance (2 steps), others 25 steps; the
-    guidance is the one the model records (else 7.5).
+    guidance is the one the model records (else 7.5). ``vae`` decodes with another decoder
+    (:func:`edgefusion.pipeline.vae.load_decoder`).
     """
     if steps is not None and steps < 1:
         raise EdgefusionError(f"steps must be >= 1, got {steps}")
     check_toy_prompts(prompts)  # fail before generating, not after
+    decoder = load_decoder(vae) if vae is not None else None
     pipe = load_pipeline(model, backend, scheduler=scheduler)
+    if decoder is not None:
+        swap_decoder(pipe, decoder)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
     seeds = [seed + i for i in range(len(prompts))]
     images = generate_tensors(pipe, prompts, seeds, steps, guidance, batch_size)
@@ -200,6 +206,7 @@ def evaluate_toy_model(
         "seed": seed,
         "scheduler": type(pipe.scheduler).__name__,
         "backend": backend,
+        **({"vae": str(vae)} if vae is not None else {}),
     }
     return result
 

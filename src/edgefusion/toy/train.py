@@ -166,6 +166,24 @@ def run_steps(
     return done
 
 
+def _train_one(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    loss_fn: Callable[[int], dict[str, torch.Tensor]],
+    cfg: ToyTrainConfig,
+    warmup: int,
+    desc: str,
+) -> int:
+    """:func:`run_steps` for one model, with the schedule every toy stage uses: a linear warm-up
+    over ``warmup`` steps, then a cosine to 0 at ``steps``."""
+    schedule = warmup_cosine(steps, warmup)
+    return run_steps(
+        run_dir, {"model": model}, optimizer, steps, loss_fn, cfg.checkpoint_every, schedule, desc
+    )
+
+
 def _augment_like_decoder(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Blur, noise and colour shifts, so the classifier reads VAE-decoded images as well as renders."""
     b = x.shape[0]
@@ -206,16 +224,7 @@ def train_classifier(cfg: ToyTrainConfig, stage_dir: Path) -> AttributeClassifie
         gen = torch.Generator().manual_seed(step)
         return {"loss": classifier_loss(model, _augment_like_decoder(batch.images, gen), batch.scenes)}
 
-    run_steps(
-        stage_dir / "run",
-        {"model": model},
-        opt,
-        cfg.classifier_steps,
-        loss_fn,
-        cfg.checkpoint_every,
-        lr_lambda=warmup_cosine(cfg.classifier_steps),
-        desc="classifier",
-    )
+    _train_one(stage_dir / "run", model, opt, cfg.classifier_steps, loss_fn, cfg, warmup=0, desc="classifier")
     test = scene_batch(
         _CLASSIFIER_TEST_STREAM + cfg.seed, 0, cfg.classifier_eval_samples, size, allow_held_out=True
     )
@@ -252,16 +261,7 @@ def train_clip(cfg: ToyTrainConfig, stage_dir: Path):
         batch = scene_batch(_CLIP_STREAM + cfg.seed, step * bsz, bsz, cfg.sizes.image_size)
         return {"loss": clip_loss(model, tok, batch.captions, batch.images)}
 
-    run_steps(
-        stage_dir / "run",
-        {"model": model},
-        opt,
-        cfg.clip_steps,
-        loss_fn,
-        cfg.checkpoint_every,
-        lr_lambda=warmup_cosine(cfg.clip_steps, 100),
-        desc="clip",
-    )
+    _train_one(stage_dir / "run", model, opt, cfg.clip_steps, loss_fn, cfg, warmup=100, desc="clip")
     return model.eval()
 
 
@@ -296,7 +296,8 @@ def vae_loss(
 
 
 def train_vae(cfg: ToyTrainConfig, stage_dir: Path, classifier: AttributeClassifier):
-    """Stage 3: the f=4 ``AutoencoderKL`` (L1 + MSE + a tiny KL), bf16 autocast (2x faster here)."""
+    """Stage 3: the f=4 ``AutoencoderKL`` (L1 + MSE + a tiny KL), under bf16 autocast: for this
+    model the faster choice on CPU (unlike the teacher U-Net, which trains in float32)."""
     torch.manual_seed(cfg.seed)
     vae = build_vae(cfg.sizes)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -307,16 +308,7 @@ def train_vae(cfg: ToyTrainConfig, stage_dir: Path, classifier: AttributeClassif
         images = scene_batch(_VAE_STREAM + cfg.seed, step * bsz, bsz, cfg.sizes.image_size).images
         return vae_loss(vae, images, torch.Generator().manual_seed(step), cfg.vae_kl_weight)
 
-    run_steps(
-        stage_dir / "run",
-        {"model": vae},
-        opt,
-        cfg.vae_steps,
-        loss_fn,
-        cfg.checkpoint_every,
-        lr_lambda=warmup_cosine(cfg.vae_steps, 100),
-        desc="vae",
-    )
+    _train_one(stage_dir / "run", vae, opt, cfg.vae_steps, loss_fn, cfg, warmup=100, desc="vae")
     # Phase 2: fine-tune with the shapes' pixels up-weighted (as SD fine-tuned its VAE in a second
     # phase), on the next samples of the stream.
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_finetune_lr, weight_decay=0.0)
@@ -328,16 +320,8 @@ def train_vae(cfg: ToyTrainConfig, stage_dir: Path, classifier: AttributeClassif
         gen = torch.Generator().manual_seed(cfg.vae_steps + step)
         return vae_loss(vae, images, gen, cfg.vae_kl_weight, cfg.vae_object_weight)
 
-    run_steps(
-        stage_dir / "finetune",
-        {"model": vae},
-        opt,
-        cfg.vae_finetune_steps,
-        finetune_loss_fn,
-        cfg.checkpoint_every,
-        lr_lambda=warmup_cosine(cfg.vae_finetune_steps, 50),
-        desc="vae-finetune",
-    )
+    steps = cfg.vae_finetune_steps
+    _train_one(stage_dir / "finetune", vae, opt, steps, finetune_loss_fn, cfg, warmup=50, desc="vae-finetune")
     vae.eval()
     # SD scales latents to unit variance; measure the factor on fresh samples.
     test = scene_batch(

@@ -207,7 +207,22 @@ def encode(image: Image.Image, jpeg_quality: int | None = None) -> tuple[bytes, 
 def clean_sample(seed: int, index: int, size: int) -> ToySample:
     """Sample ``index`` of the clean dataset: a square PNG render and a varied, true caption."""
     scene, render_seed, caption_seed = scene_at(seed, index)
-    data, ext = encode(render(scene, size, seed=render_seed))
+    return _sample(index, scene, render_seed, caption_seed, render(scene, size, seed=render_seed))
+
+
+def _sample(
+    index: int,
+    scene: Scene,
+    render_seed: int,
+    caption_seed: int,
+    image: Image.Image,
+    jpeg_quality: int | None = None,
+    flaws: tuple[str, ...] = (),
+    details: dict[str, Any] | None = None,
+) -> ToySample:
+    """Sample ``index`` of ``image`` (encoded as PNG, or JPEG at ``jpeg_quality``) with a true
+    caption of ``scene`` and the seeds that make both again."""
+    data, ext = encode(image, jpeg_quality)
     return ToySample(
         file_name=sample_file_name(index, ext),
         data=data,
@@ -215,8 +230,10 @@ def clean_sample(seed: int, index: int, size: int) -> ToySample:
         scene=scene,
         seed=render_seed,
         caption_seed=caption_seed,
-        width=size,
-        height=size,
+        width=image.width,
+        height=image.height,
+        flaws=flaws,
+        details=details if details is not None else {},
     )
 
 
@@ -319,19 +336,7 @@ def _original_sample(seed: int, index: int, size: int, config: WebFlawConfig) ->
         quality = rng.randint(*config.jpeg_quality)
         flaws.add("jpeg_artifacts")
         details["jpeg_quality"] = quality
-    data, ext = encode(image, quality)
-    return ToySample(
-        file_name=sample_file_name(index, ext),
-        data=data,
-        text=caption(scene, random.Random(caption_seed)),
-        scene=scene,
-        seed=render_seed,
-        caption_seed=caption_seed,
-        width=image.width,
-        height=image.height,
-        flaws=_ordered_flaws(flaws),
-        details=details,
-    )
+    return _sample(index, scene, render_seed, caption_seed, image, quality, _ordered_flaws(flaws), details)
 
 
 # --- duplicates ----------------------------------------------------------------------------------

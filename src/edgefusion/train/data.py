@@ -392,6 +392,15 @@ def native_resolution(pipeline: Path) -> int:
     return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
+def drop_captions(cond: torch.Tensor, empty: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
+    """``cond`` (text embeddings or token ids) with each sample's caption replaced by the empty
+    prompt's ``empty`` at ``rate``: the unconditional branch classifier-free guidance samples."""
+    if rate <= 0:
+        return cond
+    drop = (torch.rand(len(cond), generator=gen) < rate).to(cond.device)
+    return torch.where(drop.view(-1, *[1] * (cond.dim() - 1)), empty.to(cond), cond)
+
+
 def prepare_training_data(
     cfg: DataConfig, pipeline: Path, accelerator: Any, dtype: torch.dtype, token_ids: bool = False
 ) -> TrainingData:

@@ -17,8 +17,9 @@ The text encoder stays frozen, as in SD, unless ``text_encoder_lr`` is set: then
 with the U-Net and ships in the output (a frozen encoder that gives two words nearly the same
 states leaves the U-Net no way to tell them apart).
 
-Everything else is shared with ``distill`` and ``lcm``: data and its latent cache, the accelerate
-loop (resume, EMA, schedule, logs, checkpoints) and the pipeline writer. The output is the
+Everything else is the run it shares with ``distill`` and ``lcm`` (:mod:`~edgefusion.train.stage`):
+data and its latent cache, the accelerate loop (resume, EMA, schedule, logs, checkpoints) and the
+pipeline writer. The output is the
 pipeline with the trained (EMA) U-Net, and the guidance scale it is meant to be sampled with
 recorded beside it, so every sampling command uses that scale by default.
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,16 +39,11 @@ from torch import nn
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.config import DataConfig, LoopConfig
-from edgefusion.train.data import prepare_training_data
-from edgefusion.train.ema import EMA
-from edgefusion.train.loop import RESUMABLE_KEYS, frozen_dtype, make_accelerator, open_run, train
-from edgefusion.train.models import (
-    check_conditioning,
-    check_stage_paths,
-    finish_stage,
-    load_unet,
-    pipeline_folder,
-)
+from edgefusion.train.data import drop_captions
+from edgefusion.train.loop import RESUMABLE_KEYS
+from edgefusion.train.losses import forward_process
+from edgefusion.train.models import check_conditioning, load_unet, pipeline_folder
+from edgefusion.train.stage import StageReport, open_stage
 
 CONFIG_NAME = "train.yaml"
 
@@ -125,19 +120,6 @@ class DenoiseConfig:
             raise EdgefusionError("guidance_scale must be 1 (no guidance) or more")
 
 
-@dataclass
-class DenoiseReport:
-    """What :func:`train_unet` wrote and how the data went."""
-
-    out: Path
-    run_dir: Path
-    steps: int
-    resumed_from: int
-    skipped: dict[str, int]
-    last_losses: dict[str, float]
-    seconds: float
-
-
 class TextConditionedUNet(nn.Module):
     """A U-Net and the text encoder it reads, trained as one model whose ``forward`` takes token
     ids: one module, so that DDP, the EMA and checkpoints treat both alike."""
@@ -184,14 +166,7 @@ def denoising_loss(
     :class:`TextConditionedUNet`.
 
     Returns ``loss`` (the weighted mean that is optimized) and ``mse`` (the unweighted one)."""
-    noise = torch.randn(latents.shape, generator=gen).to(latents)
-    steps = noise_scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen).to(latents.device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
+    noisy, timesteps, target = forward_process(noise_scheduler, latents, gen)
     pred = unet(noisy, timesteps, text_embeds).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if min_snr_gamma is None:
@@ -221,81 +196,78 @@ def initial_unet(config: DenoiseConfig) -> UNet2DConditionModel:
         ) from err
 
 
-def train_unet(config: DenoiseConfig) -> DenoiseReport:
+def train_unet(config: DenoiseConfig) -> StageReport:
     """Train a U-Net with SD's denoising objective and write it as a pipeline.
 
     Re-running with the same config resumes from the newest checkpoint in ``config.run_dir``.
     Under ``accelerate launch`` it runs data-parallel on every process.
     """
-    from diffusers import DDPMScheduler
-
-    t0 = time.time()
-
-    # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
-    run_dir, out = Path(config.run_dir), Path(config.out)
+    # 1. The run (accelerator, run folder, a free output; a resumed run takes its weights from its
+    #    checkpoint, so the init may change), the pipeline and its training noise schedule.
+    may_change = (*RESUMABLE_KEYS, "unet", "unet_config")
     inputs = [config.pipeline, config.unet, config.text_encoder, config.data.path]
-    check_stage_paths(out, run_dir, config.overwrite, inputs)
-    accelerator = make_accelerator(config.train, run_dir)
-    open_run(
-        run_dir,
-        config,
-        write=accelerator.is_main_process,
-        may_change=(*RESUMABLE_KEYS, "unet", "unet_config"),
-    )
-    dtype = frozen_dtype(accelerator)
-
-    # 2. The pipeline: text encoder, VAE, tokenizer, and the training noise schedule.
+    run = open_stage(config, inputs, may_change)
     pipeline = pipeline_folder(config.pipeline)
-    noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
+    noise_scheduler = run.noise_schedule(pipeline)
 
-    # 3. The U-Net, trained in float32 (mixed precision autocasts its matmuls), with the text
+    # 2. The U-Net, trained in float32 (mixed precision autocasts its matmuls), with the text
     #    encoder when that trains too.
     unet = initial_unet(config).float().requires_grad_(True).train()
     train_text = config.text_encoder_lr is not None
     # Text states come from a text encoder run on token ids when it trains or is not the pipeline's.
     read_ids = train_text or config.text_encoder is not None
-    model: nn.Module = unet
     if read_ids:
-        from transformers import CLIPTextModel
-
         source = pipeline_folder(config.text_encoder) if config.text_encoder else pipeline
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder").float()
-        model = TextConditionedUNet(unet, text_encoder.requires_grad_(train_text).train(train_text))
+        model = _with_text_encoder(unet, source, train_text)
+    else:
+        model = unet
 
-    # 4. Data: pairs (or their cached latents and text embeddings or token ids), skipping unusable samples.
-    data = prepare_training_data(config.data, pipeline, accelerator, dtype, token_ids=read_ids)
+    # 3. Data: pairs (or their cached latents and text embeddings or token ids), skipping unusable samples.
+    data = run.data(pipeline, token_ids=read_ids)
     check_conditioning(unet, unet, data.uncond_embeds)
     empty = data.uncond_ids if read_ids else data.uncond_embeds
 
-    # 5. The objective of one micro-batch: latents from the VAE posterior (or its mean), captions dropped to
+    # 4. The objective of one micro-batch: latents from the VAE posterior (or its mean), captions dropped to
     #    the empty prompt at ``caption_dropout``, then the denoising loss.
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         latents, cond = (data.latents_and_ids if read_ids else data.latents_and_text)(batch, gen)
-        if config.caption_dropout > 0:
-            drop = (torch.rand(len(latents), generator=gen) < config.caption_dropout).to(latents.device)
-            cond = torch.where(drop.view(-1, *[1] * (cond.dim() - 1)), empty.to(cond), cond)
+        cond = drop_captions(cond, empty, config.caption_dropout, gen)
         return denoising_loss(
             model, noise_scheduler, latents, cond, gen, config.min_snr_gamma, config.min_snr_clip
         )
 
-    # 6. Train (resumable), with the EMA the output ships when asked.
-    ema = EMA(model, config.train.ema_decay) if config.train.ema_decay is not None else None
-    result = train(
-        model,
-        objective,
-        data.dataset,
-        config.train,
-        run_dir,
-        accelerator,
-        ema=ema,
-        num_workers=config.data.num_workers,
-        desc="train",
-        lr_by_prefix={"text_encoder.": config.text_encoder_lr} if train_text else None,
-    )
+    # 5. Train (resumable), with the EMA the output ships when asked.
+    ema = run.student_ema(model)
+    lr_by_prefix = {"text_encoder.": config.text_encoder_lr} if train_text else None
+    result = run.train(model, objective, data, ema, desc="train", lr_by_prefix=lr_by_prefix)
 
-    # 7. The output: the pipeline with the trained (EMA) U-Net and its sampling guidance.
-    skipped_counts = data.skip_counts(result.skipped_corrupt)
-    provenance = {
+    # 6. The output: the pipeline with the trained (EMA) U-Net (and text encoder) and its
+    #    sampling guidance.
+    provenance = _provenance(config, noise_scheduler)
+    final = ema.module if ema is not None else model
+    if not read_ids:
+        return run.finish(final, pipeline, CONFIG_NAME, provenance, result, data)
+
+    def save_text_encoder(folder: Path) -> None:
+        shutil.rmtree(folder / "text_encoder")
+        final.text_encoder.to(torch.float32).save_pretrained(folder / "text_encoder")
+
+    return run.finish(final.unet, pipeline, CONFIG_NAME, provenance, result, data, save_text_encoder)
+
+
+def _with_text_encoder(unet: UNet2DConditionModel, pipeline: Path, trainable: bool) -> TextConditionedUNet:
+    """``unet`` and the text encoder of ``pipeline`` (in float32) as one model; the encoder trains
+    only when ``trainable``."""
+    from transformers import CLIPTextModel
+
+    text_encoder = CLIPTextModel.from_pretrained(pipeline, subfolder="text_encoder").float()
+    text_encoder = text_encoder.requires_grad_(trainable).train(trainable)
+    return TextConditionedUNet(unet, text_encoder)
+
+
+def _provenance(config: DenoiseConfig, noise_scheduler: Any) -> dict[str, Any]:
+    """How the output was made, beside its U-Net: the init, the objective and its sampling guidance."""
+    return {
         "stage": "train",
         "method": "denoising (SD's objective)",
         "init": config.unet or f"random weights from {config.unet_config}",
@@ -308,22 +280,3 @@ def train_unet(config: DenoiseConfig) -> DenoiseReport:
         "guidance_scale": config.guidance_scale,
         "ema_decay": config.train.ema_decay,
     }
-    final = ema.module if ema is not None else model
-
-    def save_text_encoder(folder: Path) -> None:
-        shutil.rmtree(folder / "text_encoder")
-        final.text_encoder.to(torch.float32).save_pretrained(folder / "text_encoder")
-
-    final_unet, extra = (final.unet, save_text_encoder) if read_ids else (final, None)
-    finish_stage(
-        accelerator, final_unet, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts, extra
-    )
-    return DenoiseReport(
-        out=out,
-        run_dir=run_dir,
-        steps=result.steps,
-        resumed_from=result.resumed_from,
-        skipped=skipped_counts,
-        last_losses=result.last_losses,
-        seconds=round(time.time() - t0, 1),
-    )

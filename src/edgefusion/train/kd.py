@@ -13,16 +13,15 @@ from, distills the SD-v1.4 cut from a stronger teacher (Realistic Vision). VAE a
 are frozen, as is the teacher; only the student trains.
 
 The method is :func:`kd_loss` (one evaluation of the objective) and :func:`distill` (its numbered
-steps). Everything else is shared with the other training stages: data and its cache
-(:mod:`~edgefusion.train.data`), the accelerate loop, checkpoints and logs
-(:mod:`~edgefusion.train.loop`), EMA, feature hooks and loss terms.
+steps). Everything else is shared with the other training stages: the run around them
+(:mod:`~edgefusion.train.stage`), data and its cache (:mod:`~edgefusion.train.data`), the
+accelerate loop, checkpoints and logs (:mod:`~edgefusion.train.loop`), EMA, feature hooks and
+loss terms.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -34,19 +33,11 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.provenance import DEFAULT_GUIDANCE, recorded_guidance
 from edgefusion.train.config import DataConfig, LoopConfig
-from edgefusion.train.data import prepare_training_data
-from edgefusion.train.ema import EMA
+from edgefusion.train.data import drop_captions
 from edgefusion.train.features import capture_features
-from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
-from edgefusion.train.losses import feature_kd_loss, output_kd_loss, task_loss
-from edgefusion.train.models import (
-    check_conditioning,
-    check_stage_paths,
-    finish_stage,
-    infer_variant,
-    load_unet,
-    shared_pipeline,
-)
+from edgefusion.train.losses import feature_kd_loss, forward_process, output_kd_loss, task_loss
+from edgefusion.train.models import check_conditioning, infer_variant, load_unet, shared_pipeline
+from edgefusion.train.stage import StageReport, open_stage
 
 CONFIG_NAME = "distill.yaml"
 
@@ -114,17 +105,10 @@ class KDConfig:
 
 
 @dataclass
-class DistillReport:
-    """What :func:`distill` wrote and how the data went."""
+class DistillReport(StageReport):
+    """What :func:`distill` wrote and how the data went, with the BK-SDM variant of its student."""
 
-    out: Path
-    run_dir: Path
-    variant: str | None
-    steps: int
-    resumed_from: int
-    skipped: dict[str, int]
-    last_losses: dict[str, float]
-    seconds: float
+    variant: str | None = None
 
 
 def kd_loss(
@@ -143,14 +127,7 @@ def kd_loss(
     from accelerate.utils import extract_model_from_parallel
 
     # a. SD's forward process: noise at uniformly drawn training timesteps.
-    noise = torch.randn(latents.shape, generator=gen).to(latents)
-    steps = noise_scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen).to(latents.device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
+    noisy, timesteps, target = forward_process(noise_scheduler, latents, gen)
 
     # b. The student, with its paired feature maps captured.
     pairs = pairs if weights.feature_weight > 0 else ()
@@ -187,73 +164,39 @@ def distill(config: KDConfig) -> DistillReport:
     Re-running with the same config resumes from the newest checkpoint in ``config.run_dir``.
     Under ``accelerate launch`` it runs data-parallel on every process.
     """
-    from diffusers import DDPMScheduler
-
-    t0 = time.time()
-
-    # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
-    run_dir, out = Path(config.run_dir), Path(config.out)
+    # 1. The run (accelerator, run folder, a free output), the shared pipeline (text encoder,
+    #    VAE, tokenizer) and SD's training noise schedule.
     inputs = [config.teacher, config.student, config.student_from, config.pipeline, config.data.path]
-    check_stage_paths(out, run_dir, config.overwrite, inputs)
-    accelerator = make_accelerator(config.train, run_dir)
-    open_run(run_dir, config, write=accelerator.is_main_process)
-    dtype = frozen_dtype(accelerator)
-
-    # 2. The shared pipeline: text encoder, VAE, tokenizer, and SD's training noise schedule.
+    run = open_stage(config, inputs)
     pipeline = shared_pipeline(
         config.pipeline, (config.student, config.student_from, config.teacher), config.teacher
     )
-    noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
+    noise_scheduler = run.noise_schedule(pipeline)
 
-    # 3. The teacher and the student. The student is cut before the teacher is cast to the
+    # 2. The teacher and the student. The student is cut before the teacher is cast to the
     #    mixed-precision dtype, so it starts from the stored weights; it trains in float32.
     teacher = load_unet(config.teacher, "teacher")
     student = _student(config, teacher)
     variant = config.variant or infer_variant(dict(teacher.config), dict(student.config))
-    teacher.requires_grad_(False).eval().to(accelerator.device)
-    if teacher.dtype != dtype:
-        teacher.to(dtype)
+    run.freeze(teacher)
     student.float().requires_grad_(True).train()
+    pairs = _feature_pairs(config, dict(teacher.config), variant)
 
-    # 4. Feature pairs from the removal plan of the teacher's block structure (BK-SDM's pairs).
-    pairs: tuple[FeaturePair, ...] = ()
-    if config.loss.feature_weight > 0:
-        if variant is None:
-            raise EdgefusionError(
-                "the student is not a BK-SDM cut of the teacher's block structure, so feature pairs "
-                "cannot be derived: set variant, or loss.feature_weight=0"
-            )
-        pairs = plan_removal(dict(teacher.config), variant).feature_pairs
-
-    # 5. Data: pairs (or their cached latents and text embeddings), skipping unusable samples.
-    data = prepare_training_data(config.data, pipeline, accelerator, dtype)
+    # 3. Data: pairs (or their cached latents and text embeddings), skipping unusable samples.
+    data = run.data(pipeline)
     check_conditioning(teacher, student, data.uncond_embeds)
 
-    # 6. The objective of one micro-batch: latents from the VAE posterior, captions dropped to
+    # 4. The objective of one micro-batch: latents from the VAE posterior, captions dropped to
     #    the empty prompt at ``caption_dropout``, then BK-SDM's three terms.
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         latents, text = data.latents_and_text(batch, gen)
-        if config.caption_dropout > 0:
-            drop = (torch.rand(len(latents), generator=gen) < config.caption_dropout).to(latents.device)
-            text = torch.where(drop[:, None, None], data.uncond_embeds.to(text), text)
+        text = drop_captions(text, data.uncond_embeds, config.caption_dropout, gen)
         return kd_loss(model, teacher, noise_scheduler, latents, text, pairs, config.loss, gen)
 
-    # 7. Train (resumable), with the student's EMA when asked (BK-SDM ships the EMA weights).
-    ema = EMA(student, config.train.ema_decay) if config.train.ema_decay is not None else None
-    result = train(
-        student,
-        objective,
-        data.dataset,
-        config.train,
-        run_dir,
-        accelerator,
-        ema=ema,
-        num_workers=config.data.num_workers,
-        desc="distill",
-    )
-
-    # 8. The output: the pipeline with the trained (EMA) student as its U-Net.
-    skipped_counts = data.skip_counts(result.skipped_corrupt)
+    # 5. Train (resumable), with the student's EMA when asked (BK-SDM ships the EMA weights),
+    #    and write the pipeline with the trained (EMA) student as its U-Net.
+    ema = run.student_ema(student)
+    result = run.train(student, objective, data, ema, desc="distill")
     provenance = {
         "stage": "distill",
         "method": "BK-SDM knowledge distillation",
@@ -266,17 +209,23 @@ def distill(config: KDConfig) -> DistillReport:
         "ema_decay": config.train.ema_decay,
     }
     final = ema.module if ema is not None else student
-    finish_stage(accelerator, final, pipeline, config, CONFIG_NAME, provenance, result, skipped_counts)
-    return DistillReport(
-        out=out,
-        run_dir=run_dir,
-        variant=variant,
-        steps=result.steps,
-        resumed_from=result.resumed_from,
-        skipped=skipped_counts,
-        last_losses=result.last_losses,
-        seconds=round(time.time() - t0, 1),
-    )
+    report = run.finish(final, pipeline, CONFIG_NAME, provenance, result, data)
+    return DistillReport(**vars(report), variant=variant)
+
+
+def _feature_pairs(
+    config: KDConfig, teacher_config: dict[str, Any], variant: str | None
+) -> tuple[FeaturePair, ...]:
+    """BK-SDM's feature pairs, from the removal plan of the teacher's block structure (none
+    without a feature term)."""
+    if config.loss.feature_weight <= 0:
+        return ()
+    if variant is None:
+        raise EdgefusionError(
+            "the student is not a BK-SDM cut of the teacher's block structure, so feature pairs "
+            "cannot be derived: set variant, or loss.feature_weight=0"
+        )
+    return plan_removal(teacher_config, variant).feature_pairs
 
 
 def _guidance_scale(config: KDConfig) -> float:

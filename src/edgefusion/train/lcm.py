@@ -18,15 +18,15 @@ objective (latent consistency distillation):
    made by the target network (an EMA of the student, decay 0.95) at ``t_n``, without gradient.
 5. Loss: L2, or pseudo-Huber ``sqrt(d^2 + c^2) - c``.
 
-Everything else is the KD stage's machinery: data and latent cache, the accelerate loop (whose
-EMA slot holds the target network, so it is checkpointed and resumes exactly), logs, and the
-pipeline writer. The output pipeline carries an ``LCMScheduler``.
+Everything else is the run every training stage shares (:mod:`~edgefusion.train.stage`): data
+and latent cache, the accelerate loop (whose EMA slot holds the target network, so it is
+checkpointed and resumes exactly), logs, and the pipeline writer. The output pipeline carries an
+``LCMScheduler``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,16 +39,9 @@ from torch import nn
 from edgefusion.errors import EdgefusionError
 from edgefusion.pipeline.lcm import guidance_embedding, is_lcm
 from edgefusion.train.config import DataConfig, LoopConfig
-from edgefusion.train.data import prepare_training_data
 from edgefusion.train.ema import EMA
-from edgefusion.train.loop import frozen_dtype, make_accelerator, open_run, train
-from edgefusion.train.models import (
-    check_conditioning,
-    check_stage_paths,
-    finish_stage,
-    load_unet,
-    shared_pipeline,
-)
+from edgefusion.train.models import check_conditioning, load_unet, shared_pipeline
+from edgefusion.train.stage import StageReport, open_stage
 
 CONFIG_NAME = "lcm.yaml"
 #: LCM's boundary-condition constants (consistency models' sigma_data; diffusers' timestep scaling).
@@ -113,19 +106,6 @@ class LCMConfig:
             raise EdgefusionError(
                 "the LCM stage's EMA is its target network: set target_decay, and leave train.ema_decay null"
             )
-
-
-@dataclass
-class LCMReport:
-    """What :func:`lcm_distill` wrote and how the data went."""
-
-    out: Path
-    run_dir: Path
-    steps: int
-    resumed_from: int
-    skipped: dict[str, int]
-    last_losses: dict[str, float]
-    seconds: float
 
 
 class DDIMSolver:
@@ -268,38 +248,26 @@ def lcm_loss(
     return {"loss": loss}
 
 
-def lcm_distill(config: LCMConfig) -> LCMReport:
+def lcm_distill(config: LCMConfig) -> StageReport:
     """Distill ``config.student`` for few-step sampling from ``config.teacher``'s guided ODE and
     write it as a pipeline with an ``LCMScheduler``. Re-running resumes from the newest checkpoint
     in ``config.run_dir``; under ``accelerate launch`` it runs data-parallel."""
-    from diffusers import DDPMScheduler
-
-    t0 = time.time()
-
-    # 1. The run: accelerator, run folder (config saved; a resume must match it), free output.
-    run_dir, out = Path(config.run_dir), Path(config.out)
-    inputs = [config.teacher, config.student, config.pipeline, config.data.path]
-    check_stage_paths(out, run_dir, config.overwrite, inputs)
-    accelerator = make_accelerator(config.train, run_dir)
-    open_run(run_dir, config, write=accelerator.is_main_process)
-    dtype = frozen_dtype(accelerator)
-
-    # 2. The shared pipeline and its training schedule (alphas for the noise, solver and targets).
+    # 1. The run (accelerator, run folder, a free output), the shared pipeline and its training
+    #    schedule (alphas for the noise, the solver and the targets).
+    run = open_stage(config, [config.teacher, config.student, config.pipeline, config.data.path])
     pipeline = shared_pipeline(config.pipeline, (config.student, config.teacher), config.student)
-    noise_scheduler = DDPMScheduler.from_pretrained(pipeline, subfolder="scheduler")
+    noise_scheduler = run.noise_schedule(pipeline)
     solver = DDIMSolver(noise_scheduler.alphas_cumprod, config.num_ddim_steps)
 
-    # 3. The frozen ODE teacher; the student with its (zero-initialized) guidance embedding, and
+    # 2. The frozen ODE teacher; the student with its (zero-initialized) guidance embedding, and
     #    the target network as the loop's EMA, so it is checkpointed and restored with the run.
-    teacher = load_unet(config.teacher, "teacher").requires_grad_(False).eval().to(accelerator.device)
-    if teacher.dtype != dtype:
-        teacher.to(dtype)
+    teacher = run.freeze(load_unet(config.teacher, "teacher"))
     student = add_guidance_embedding(load_unet(config.student, "student"), config.time_cond_proj_dim)
     student.float().requires_grad_(True).train()
     target = EMA(student, config.target_decay, warmup=False)
 
-    # 4. Data: cached latents and text embeddings when configured, as in KD.
-    data = prepare_training_data(config.data, pipeline, accelerator, dtype)
+    # 3. Data: cached latents and text embeddings when configured, as in KD.
+    data = run.data(pipeline)
     check_conditioning(teacher, student, data.uncond_embeds)
 
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -317,21 +285,9 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
             gen,
         )
 
-    # 5. Train (resumable).
-    result = train(
-        student,
-        objective,
-        data.dataset,
-        config.train,
-        run_dir,
-        accelerator,
-        ema=target,
-        num_workers=config.data.num_workers,
-        desc="lcm",
-    )
-
-    # 6. The output: the pipeline with the trained student and an LCMScheduler of its schedule.
-    skipped_counts = data.skip_counts(result.skipped_corrupt)
+    # 4. Train (resumable), then write the pipeline with the trained student and an LCMScheduler
+    #    of its schedule.
+    result = run.train(student, objective, data, ema=target, desc="lcm")
     provenance = {
         "stage": "lcm",
         "method": "latent consistency distillation (EdgeFusion: compact student, separate teacher)",
@@ -343,25 +299,15 @@ def lcm_distill(config: LCMConfig) -> LCMReport:
         "num_ddim_steps": config.num_ddim_steps,
         "loss": config.loss,
     }
-    finish_stage(
-        accelerator,
-        accelerator.unwrap_model(student),
+    student = run.accelerator.unwrap_model(student)
+    return run.finish(
+        student,
         pipeline,
-        config,
         CONFIG_NAME,
         provenance,
         result,
-        skipped_counts,
+        data,
         extra=lambda folder: write_lcm_scheduler(folder, noise_scheduler.config),
-    )
-    return LCMReport(
-        out=out,
-        run_dir=run_dir,
-        steps=result.steps,
-        resumed_from=result.resumed_from,
-        skipped=skipped_counts,
-        last_losses=result.last_losses,
-        seconds=round(time.time() - t0, 1),
     )
 
 

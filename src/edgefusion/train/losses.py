@@ -7,11 +7,27 @@ for each term and plain MSE (as in BK-SDM).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from edgefusion.errors import EdgefusionError
+
+
+def forward_process(
+    noise_scheduler: Any, latents: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SD's forward process on clean ``latents``, every draw from ``gen``: noise at uniformly drawn
+    training timesteps. Returns the noisy latents, the timesteps, and what the U-Net learns to
+    predict from them (the noise, or the velocity for v-prediction)."""
+    noise = torch.randn(latents.shape, generator=gen).to(latents)
+    steps = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen).to(latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return noisy, timesteps, noise_scheduler.get_velocity(latents, noise, timesteps)
+    return noisy, timesteps, noise
 
 
 def task_loss(student_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -141,37 +141,6 @@ def save_student_pipeline(
     return out
 
 
-#: ``save_dtype`` names of the stage configs.
-SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def finish_stage(
-    accelerator: Any,
-    model: nn.Module,
-    pipeline: Path,
-    config: Any,
-    config_name: str,
-    provenance: dict[str, Any],
-    result: Any,
-    skipped: dict[str, int],
-    extra: Callable[[Path], None] | None = None,
-) -> None:
-    """The end every training stage shares: the main process writes ``pipeline`` with ``model`` as
-    its U-Net to ``config.out`` (provenance completed with the steps, seed and skipped samples;
-    ``extra(folder)`` writes a stage's own parts into it before it is moved into place), then all
-    processes end the run together."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        out = Path(config.out)
-        record = {**provenance, "steps": result.steps, "seed": config.train.seed, "skipped_samples": skipped}
-        dtype = SAVE_DTYPES[config.save_dtype]
-        save_student_pipeline(
-            model, pipeline, out, dtype, record, config, config_name, config.overwrite, extra
-        )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-
-
 def check_conditioning(teacher: nn.Module, student: nn.Module, text_embeds: torch.Tensor) -> None:
     """Teacher and student must read the pipeline's text embeddings and latents."""
     width = text_embeds.shape[-1]

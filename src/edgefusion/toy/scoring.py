@@ -15,9 +15,8 @@ from typing import Any
 
 from edgefusion.data.dataset import iter_rows, read_stats
 from edgefusion.errors import EdgefusionError
-from edgefusion.toy.attributes import IGNORE, scene_labels
-from edgefusion.toy.captions import parse
-from edgefusion.toy.world import Scene
+from edgefusion.toy.curation import caption_agrees
+from edgefusion.toy.web import box_contains, center_crop_box
 
 
 def stage_dirs(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -32,22 +31,8 @@ def stage_dirs(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def caption_agrees(text: str, record: dict[str, Any]) -> bool:
-    """Whether every attribute ``text`` states is true of the scene ``record`` (and it states one)."""
-    stated = parse(text or "")
-    if stated is None:
-        return False
-    want = scene_labels(Scene.from_dict(record))
-    got = scene_labels(stated)
-    return all(got[head] == want[head] for head in got if got[head] != IGNORE)
-
-
 def _ratio(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
-
-
-def _box_contains(outer: list[int], inner: list[int]) -> bool:
-    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
 
 
 def score_dedup(folder: Path, stats: dict[str, Any]) -> dict[str, Any]:
@@ -95,13 +80,8 @@ def score_filter(folder: Path, stats: dict[str, Any]) -> dict[str, Any]:
 def score_crop(folder: Path) -> dict[str, Any]:
     """Off-centre images whose chosen crop holds the whole labelled subject (vs the centre crop)."""
     off = [r for r in iter_rows(folder) if "subject_box" in r and "crop_source_box" in r]
-    kept = sum(1 for r in off if _box_contains(r["crop_source_box"], r["subject_box"]))
-    centre = 0
-    for r in off:
-        width, height = r["source_size"]
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        centre += _box_contains([left, top, left + side, top + side], r["subject_box"])
+    kept = sum(box_contains(r["crop_source_box"], r["subject_box"]) for r in off)
+    centre = sum(box_contains(center_crop_box(*r["source_size"]), r["subject_box"]) for r in off)
     return {
         "off_center": len(off),
         "whole_subject": _ratio(kept, len(off)),
@@ -109,28 +89,30 @@ def score_crop(folder: Path) -> dict[str, Any]:
     }
 
 
+def _labelled(folder: Path) -> list[dict[str, Any]]:
+    """The rows of ``folder`` whose scene is known (their ``record``)."""
+    return [r for r in iter_rows(folder) if "record" in r]
+
+
+def _agreement(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Share of ``rows`` whose caption under ``key`` is true of their scene."""
+    return _ratio(sum(caption_agrees(r.get(key, ""), r["record"]) for r in rows), len(rows))
+
+
 def score_captions(folder: Path) -> dict[str, Any]:
     """Share of captions true of the image, after recaptioning and before (``original_text``)."""
-    rows = [r for r in iter_rows(folder) if "record" in r]
-    new = sum(caption_agrees(r.get("text", ""), r["record"]) for r in rows)
-    raw = sum(caption_agrees(r.get("original_text", ""), r["record"]) for r in rows)
+    rows = _labelled(folder)
     return {
         "samples": len(rows),
-        "agreement": _ratio(new, len(rows)),
-        "agreement_before": _ratio(raw, len(rows)),
+        "agreement": _agreement(rows, "text"),
+        "agreement_before": _agreement(rows, "original_text"),
     }
 
 
 def score_raw_captions(folder: Path) -> dict[str, Any]:
     """Share of a dataset's captions that are true of its images (where the attributes are known)."""
-    rows = [r for r in iter_rows(folder) if "record" in r]
-    if not rows:
-        return {}
-    return {
-        "caption_agreement": _ratio(
-            sum(caption_agrees(r.get("text", ""), r["record"]) for r in rows), len(rows)
-        )
-    }
+    rows = _labelled(folder)
+    return {"caption_agreement": _agreement(rows, "text")} if rows else {}
 
 
 _LADDER = (
