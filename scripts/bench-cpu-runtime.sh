@@ -3,6 +3,7 @@
 #
 #   scripts/bench-cpu-runtime.sh                       # 512 px, 3 repeats: the real comparison
 #   RESOLUTION=128 REPEATS=1 scripts/bench-cpu-runtime.sh   # a quick check that every step runs
+#   BACKENDS="torch-bf16 openvino-bf16" scripts/bench-cpu-runtime.sh   # only these backends
 #
 # 1. EdgeFusion-Tiny (built-in architecture, random weights), 2 steps, --vae taesd: every backend
 #    (torch fp32 / bf16, compiled torch fp32 / bf16 autocast, onnxruntime, OpenVINO fp32 / bf16),
@@ -26,21 +27,35 @@ PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT"
 
-backends=()
-for b in torch-fp32 torch-bf16 torch-compile torch-compile-bf16 onnxruntime openvino openvino-bf16; do
-  backends+=(--backend "$b")
-done
+# One bench process per backend, each written to its own JSON as it finishes: a 512 px run of every
+# backend takes about an hour on 2 cores, and a re-run (after an interruption) skips the backends
+# already measured. Each process starts fresh, so no backend inherits another's casts or caches.
+BACKENDS=${BACKENDS:-"torch-fp32 torch-bf16 torch-compile torch-compile-bf16 onnxruntime openvino openvino-bf16"}
 common=(--resolution "$RESOLUTION" --threads "$THREADS" --work-dir "$WORK" --json)
 
-echo "== 1/3 edgefusion-tiny, 2 steps, every backend, SD VAE and TAESD decoders" >&2
-"$PY" -m edgefusion.cli bench edgefusion-tiny --steps 2 --vae taesd "${backends[@]}" \
-  --repeats "$REPEATS" "${common[@]}" > "$OUT/edgefusion-tiny.json.partial"
-mv "$OUT/edgefusion-tiny.json.partial" "$OUT/edgefusion-tiny.json"
+echo "== 1/3 edgefusion-tiny, 2 steps, each backend, SD VAE and TAESD decoders" >&2
+for b in $BACKENDS; do
+  [ -f "$OUT/edgefusion-tiny-$b.json" ] && continue
+  echo "   $b" >&2
+  "$PY" -m edgefusion.cli bench edgefusion-tiny --steps 2 --vae taesd --backend "$b" \
+    --repeats "$REPEATS" "${common[@]}" > "$OUT/edgefusion-tiny-$b.json.partial"
+  mv "$OUT/edgefusion-tiny-$b.json.partial" "$OUT/edgefusion-tiny-$b.json"
+done
+"$PY" - "$OUT" $BACKENDS <<'PYEOF'
+import json, sys
+from pathlib import Path
+
+out, backends = Path(sys.argv[1]), sys.argv[2:]
+records = [r for b in backends for r in json.loads((out / f"edgefusion-tiny-{b}.json").read_text())]
+(out / "edgefusion-tiny.json").write_text(json.dumps(records, indent=1) + "\n")
+PYEOF
 
 echo "== 2/3 sd-v1.4, 25 steps, torch-fp32" >&2
-"$PY" -m edgefusion.cli bench sd-v1.4 --steps 25 --backend torch-fp32 \
-  --repeats "$SD_REPEATS" "${common[@]}" > "$OUT/sd-v1.4.json.partial"
-mv "$OUT/sd-v1.4.json.partial" "$OUT/sd-v1.4.json"
+if [ ! -f "$OUT/sd-v1.4.json" ]; then
+  "$PY" -m edgefusion.cli bench sd-v1.4 --steps 25 --backend torch-fp32 \
+    --repeats "$SD_REPEATS" "${common[@]}" > "$OUT/sd-v1.4.json.partial"
+  mv "$OUT/sd-v1.4.json.partial" "$OUT/sd-v1.4.json"
+fi
 
 echo "== 3/3 PSNR of each backend against torch fp32, toy:edgefusion, 2 steps" >&2
 "$PY" scripts/backend-psnr.py --work-dir "$WORK" --json > "$OUT/psnr.json.partial"

@@ -6,7 +6,7 @@
 #   scripts/distill-toy-decoder.sh train.steps=500    # overrides go to the training command
 #
 # Needs the toy teacher's data and latent cache (README: "The toy world"):
-#   edgefusion toy data --kind clean --n 100000 --seed 100 --out runs/data/toy-teacher
+#   edgefusion toy data --kind clean --num-prompts 100000 --seed 100 --out runs/data/toy-teacher
 # The output, runs/decoder/toy/out, is toy:edgefusion with the tiny decoder as its vae:
 #   edgefusion generate "a red circle" --model runs/decoder/toy/out
 #   edgefusion generate "a red circle" --vae runs/decoder/toy/out      # the same decoder, swapped in
@@ -17,7 +17,7 @@ nice -n 19 edgefusion decoder distill --config configs/toy/decoder.yaml "$@"
 
 # Held-out scenes (another seed than the training data's) for the latent PSNR.
 if [ ! -d runs/data/toy-decoder-val ]; then
-    nice -n 19 edgefusion toy data --kind clean --n 256 --seed 5 --out runs/data/toy-decoder-val
+    nice -n 19 edgefusion toy data --kind clean --num-prompts 256 --seed 5 --out runs/data/toy-decoder-val
 fi
 nice -n 19 edgefusion decoder compare --model toy:edgefusion --vae runs/decoder/toy/out \
     --data runs/data/toy-decoder-val --latents 256 --limit 200 | tee runs/decoder/toy/compare.json

@@ -28,6 +28,7 @@ from transformers import CLIPTextModel
 
 from edgefusion.arch.compression import copy_pipeline_without_unet
 from edgefusion.toy.metrics import evaluate_toy_model
+from edgefusion.toy.position_probe import measure_position_control
 from edgefusion.toy.prompts import load_prompts
 from edgefusion.train.config import load_config
 from edgefusion.train.denoise import DenoiseConfig, TextConditionedUNet, initial_unet
@@ -36,6 +37,8 @@ from edgefusion.train.models import pipeline_folder
 FIELDS = ("step", "samples", "guidance", "one_object", "two_object", "held_out", "all", "clip", "fid")
 #: Per-attribute accuracy on the 1-object prompts: which attribute a curve is stuck on.
 ATTRIBUTES = ("background", "color", "size", "position", "shape")
+#: With --position: whether the first sampling step takes an object's side from the caption.
+POSITION_FIELDS = ("named_side", "noise_decides")
 
 
 def scored_steps(curve: Path) -> set[tuple[int, float]]:
@@ -46,9 +49,9 @@ def scored_steps(curve: Path) -> set[tuple[int, float]]:
 
 
 def append_row(curve: Path, row: dict) -> None:
-    """Append ``row`` to the curve; a curve written before the per-attribute columns existed is
-    rewritten with them (its old rows left blank there)."""
-    fields = FIELDS + ATTRIBUTES
+    """Append ``row`` to the curve; a curve written before some columns existed is rewritten with
+    them (its old rows left blank there)."""
+    fields = FIELDS + ATTRIBUTES + POSITION_FIELDS
     header: tuple[str, ...] = ()
     rows: list[dict] = []
     if curve.is_file():
@@ -61,11 +64,12 @@ def append_row(curve: Path, row: dict) -> None:
             writer.writeheader()
             writer.writerows(rows)
     with curve.open("a", newline="") as f:
-        csv.DictWriter(f, fieldnames=fields).writerow(row)
+        csv.DictWriter(f, fieldnames=fields, restval="").writerow(row)
 
 
-def score_checkpoint(config: DenoiseConfig, checkpoint: Path, prompts: list[str], guidance: float) -> dict:
-    """Toy metrics of the checkpoint's EMA weights at 25 steps and ``guidance``."""
+@contextlib.contextmanager
+def checkpoint_pipeline(config: DenoiseConfig, checkpoint: Path):
+    """A temporary pipeline folder: the run's pipeline with the checkpoint's EMA weights."""
     ema = checkpoint / "ema.safetensors"
     if not ema.is_file():
         raise FileNotFoundError(ema)
@@ -83,7 +87,19 @@ def score_checkpoint(config: DenoiseConfig, checkpoint: Path, prompts: list[str]
         else:
             unet.load_state_dict(weights)
         unet.save_pretrained(folder / "unet")
-        return evaluate_toy_model(str(folder), prompts, steps=25, guidance=guidance)
+        yield folder
+
+
+def score_checkpoint(
+    config: DenoiseConfig, checkpoint: Path, prompts: list[str], guidance: float, position: bool
+) -> dict:
+    """Toy metrics of the checkpoint's EMA weights at 25 steps and ``guidance``; with ``position``,
+    also whether its first sampling step takes the side from the caption."""
+    with checkpoint_pipeline(config, checkpoint) as folder:
+        result = evaluate_toy_model(str(folder), prompts, steps=25, guidance=guidance)
+        if position:
+            result["position_control"] = measure_position_control(str(folder), noises=8)
+        return result
 
 
 @contextlib.contextmanager
@@ -107,6 +123,9 @@ def main() -> None:
     parser.add_argument("--prompts", default="val", help="a prompt file, or the shipped set val/eval")
     parser.add_argument("--guidance", type=float, nargs="+", default=[2.0])
     parser.add_argument("--watch", action="store_true", help="keep polling for new checkpoints")
+    parser.add_argument(
+        "--position", action="store_true", help="also measure whether the caption sets the side"
+    )
     parser.add_argument("--pause-pid", type=int, help="the training process to pause while scoring")
     args = parser.parse_args()
 
@@ -128,7 +147,7 @@ def main() -> None:
             step = int(checkpoint.name[5:])
             try:
                 with paused(args.pause_pid):
-                    result = score_checkpoint(config, checkpoint, prompts, guidance)
+                    result = score_checkpoint(config, checkpoint, prompts, guidance, args.position)
             except FileNotFoundError as err:  # the run rotated this checkpoint out while it was read
                 print(f"skipped {checkpoint.name}: {err}", flush=True)
                 continue
@@ -145,6 +164,9 @@ def main() -> None:
             }
             per_attribute = result["one_object"]["accuracy"]
             row.update({a: round(per_attribute[a], 4) for a in ATTRIBUTES})
+            if args.position:
+                control = result["position_control"]
+                row.update(named_side=control["named_side"], noise_decides=control["noise_decides"])
             append_row(curve, row)
             print(row, flush=True)
         finished = any(int(c.name[5:]) >= config.train.steps for c in checkpoints)

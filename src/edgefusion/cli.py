@@ -52,7 +52,9 @@ def generate_command(
     prompt: list[str] | None = typer.Argument(None, help="Prompt(s); or give --prompts FILE."),
     model: str = typer.Option("toy:edgefusion", help="Diffusers SD folder, ONNX export or toy:NAME."),
     out: Path = typer.Option(Path("outputs/generate"), help="Folder for the PNGs and generations.jsonl."),
-    prompts: Path | None = typer.Option(None, help="Prompt file: text (one per line), CSV or JSONL."),
+    prompts: Path | None = typer.Option(
+        None, help="Prompt file: text (one per line), CSV or JSONL; or a prompt set (eval, val)."
+    ),
     steps: int | None = typer.Option(None, help="Sampling steps (default: 2 for LCM models, else 25)."),
     guidance: float | None = typer.Option(
         None, help="Guidance scale (default: the one the model records, else 7.5)."

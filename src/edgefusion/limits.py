@@ -36,7 +36,7 @@ def check_seeds(seed: int, count: int) -> None:
         raise EdgefusionError(f"seed {seed} is out of range: seeds {used} must lie in 0 .. 2**64 - 1")
 
 
-def check_limit(limit: int | None, what: str = "--limit") -> None:
+def check_limit(limit: int | None, what: str = "--num-prompts") -> None:
     """A "first N" limit is None (all) or at least 1: a negative one would drop items from the end
     as a slice does, and 0 leaves nothing to do."""
     if limit is not None and limit < 1:

@@ -26,7 +26,7 @@ def app() -> typer.Typer:
 
 
 def test_info_json_is_one_object_with_every_component(app) -> None:
-    result = CliRunner().invoke(app, ["info", "sd-v1.4", "--variant", "tiny", "--json"])
+    result = CliRunner().invoke(app, ["info", "--model", "sd-v1.4", "--variant", "tiny", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["components"]["unet"]["params"] == 323_384_964

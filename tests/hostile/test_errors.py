@@ -61,9 +61,9 @@ OUT = "out"
 # How each sampling command is pointed at a model folder.
 _MODEL_COMMANDS = {
     "generate": lambda model, out: ["generate", "a red circle", "--model", str(model), "--out", str(out)],
-    "quantize": lambda model, out: ["quantize", str(model), "--out", str(out)],
+    "quantize": lambda model, out: ["quantize", "--model", str(model), "--out", str(out)],
     "data synthesize": lambda model, out: (
-        ["data", "synthesize", "--generator", str(model), "--n", "2"] + ["--out", str(out)]
+        ["data", "synthesize", "--generator", str(model), "--num-prompts", "2"] + ["--out", str(out)]
     ),
 }
 
@@ -144,7 +144,7 @@ def _generate_utf16_prompts(root, dataset, pipeline):
 def _filter_config(content: str | bytes) -> Callable[[Path, Path, Path], list[str]]:
     def setup(root, dataset, pipeline):
         config = _file(root, "filter.yaml", content)
-        return ["data", "filter", "--in", str(dataset), "--out", str(root / OUT), "--config", str(config)]
+        return ["data", "filter", "--data", str(dataset), "--out", str(root / OUT), "--config", str(config)]
 
     return setup
 
@@ -153,22 +153,23 @@ def _info_binary_config(root, dataset, pipeline):
     folder = root / "unet"
     folder.mkdir()
     _file(folder, "config.json", BINARY)
-    return ["info", str(folder)]
+    return ["info", "--model", str(folder)]
 
 
 def _tile(command: str) -> Callable[[Path, Path, Path], list[str]]:
     def setup(root, dataset, pipeline):
         if command == "plan":
-            return ["tile", "plan", "--sram", "16KiB", "--model", str(pipeline), "--resolution", "0"]
+            return ["tile", "plan", "--sram", "16KiB", "--model", str(pipeline), "--size", "0"]
         return [
             "tile",
             "apply",
+            "--model",
             str(pipeline),
             "--out",
             str(root / OUT),
             "--sram",
             "16KiB",
-            "--resolution",
+            "--size",
             "0",
         ]
 
@@ -181,20 +182,34 @@ def _distill_config(content: str | bytes) -> Callable[[Path, Path, Path], list[s
 
 def _curate_apply_with_a_text_db(root, dataset, pipeline):
     db = _file(root, "queue.sqlite", "not a database\n")
-    return ["data", "curate", "--in", str(dataset), "--out", str(root / OUT), "--apply", "--db", str(db)]
+    return ["data", "curate", "--data", str(dataset), "--out", str(root / OUT), "--apply", "--db", str(db)]
 
 
 def _synthesize_with_nan_guidance(root, dataset, pipeline):
     config = _file(root, "synt.yaml", f"generator: {pipeline}\nguidance: .nan\n")
-    return ["data", "synthesize", "--config", str(config), "--n", "2", "--out", str(root / OUT)]
+    return ["data", "synthesize", "--config", str(config), "--num-prompts", "2", "--out", str(root / OUT)]
 
 
 def _quantize(*extra: str) -> Callable[[Path, Path, Path], list[str]]:
-    return lambda root, dataset, pipeline: ["quantize", str(pipeline), "--out", str(root / OUT), *extra]
+    return lambda root, dataset, pipeline: [
+        "quantize",
+        "--model",
+        str(pipeline),
+        "--out",
+        str(root / OUT),
+        *extra,
+    ]
 
 
 def _export(*extra: str) -> Callable[[Path, Path, Path], list[str]]:
-    return lambda root, dataset, pipeline: ["export", str(pipeline), "--out", str(root / OUT), *extra]
+    return lambda root, dataset, pipeline: [
+        "export",
+        "--model",
+        str(pipeline),
+        "--out",
+        str(root / OUT),
+        *extra,
+    ]
 
 
 def _demo(*extra: str) -> Callable[[Path, Path, Path], list[str]]:
@@ -219,11 +234,11 @@ ONE_LINE_ERRORS = [
     Case("data filter --config <binary>", _filter_config(BINARY), "is not UTF-8 text"),
     Case("data filter --config <a YAML list>", _filter_config("- min_side: 3\n"), "must hold a mapping"),
     Case("info <config.json binary>", _info_binary_config, "is not UTF-8 text"),
-    Case("tile plan --resolution 0", _tile("plan"), "not a positive multiple of 16"),
-    Case("tile apply --resolution 0", _tile("apply"), "not a positive multiple of 16"),
+    Case("tile plan --size 0", _tile("plan"), "not a positive multiple of 16"),
+    Case("tile apply --size 0", _tile("apply"), "not a positive multiple of 16"),
     Case(
-        "info --resolution 1000000",
-        lambda r, d, p: ["info", "sd-v1.4", "--resolution", "1000000"],
+        "info --size 1000000",
+        lambda r, d, p: ["info", "--model", "sd-v1.4", "--size", "1000000"],
         "too large",
     ),
     Case("toy eval: one prompt", _toy_eval(TOY_PROMPTS.splitlines()[0]), "at least 2 prompts"),
@@ -233,8 +248,14 @@ ONE_LINE_ERRORS = [
         lambda r, d, p: ["toy", "eval", "--prompts", str(r / "no.txt")],
         "not found",
     ),
-    Case("toy eval --limit 0", _toy_eval(None, "--limit", "0"), "--limit must be at least 1"),
-    Case("toy eval --limit -1", _toy_eval(None, "--limit", "-1"), "--limit must be at least 1"),
+    Case(
+        "toy eval --num-prompts 0", _toy_eval(None, "--num-prompts", "0"), "--num-prompts must be at least 1"
+    ),
+    Case(
+        "toy eval --num-prompts -1",
+        _toy_eval(None, "--num-prompts", "-1"),
+        "--num-prompts must be at least 1",
+    ),
     Case(
         "eval --toy: outside the grammar",
         _eval_toy("hello world\nhello again\n"),
@@ -371,7 +392,7 @@ def test_ingest_counts_images_in_subfolders(tmp_path, capsys, monkeypatch):
     (raw / "00001").mkdir()
     (raw / "00001" / "d.png").write_bytes(b"not a png")
     out = tmp_path / OUT
-    code, err = run_cli(["data", "ingest", "--in", str(raw), "--out", str(out)], capsys, monkeypatch)
+    code, err = run_cli(["data", "ingest", "--data", str(raw), "--out", str(out)], capsys, monkeypatch)
     assert code == 0, err
     stats = read_stats(out)
     assert (stats["samples_in"], stats["kept"], stats["rejected"]) == (4, 3, 1)

@@ -15,7 +15,7 @@ USAGE_ERRORS = [
     ([], "Usage: "),
     (["nosuch"], "No such command 'nosuch'"),
     (["generate", "--n", "abc", "a red circle"], "Invalid value for '--n'"),
-    (["info"], "Missing argument"),
+    (["info"], "Missing option '--model'"),
     (["generate", "--no-such-flag"], "No such option"),
 ]
 

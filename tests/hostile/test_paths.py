@@ -65,20 +65,20 @@ def _same(root: Path, name: str, source: Path) -> Path:
 
 def _quantize_over_itself(root, dataset, pipeline):
     model = _same(root, "model", pipeline)
-    return ["quantize", str(model), "--out", str(model), "--overwrite"]
+    return ["quantize", "--model", str(model), "--out", str(model), "--overwrite"]
 
 
 def _quantize_over_its_parent(root, dataset, pipeline):
     model = _same(root / "par", "model", pipeline)
     (root / "par" / "notes.txt").write_text("keep me")
-    return ["quantize", str(model), "--out", str(root / "par"), "--overwrite"]
+    return ["quantize", "--model", str(model), "--out", str(root / "par"), "--overwrite"]
 
 
 def _compress_over_itself(root, dataset, pipeline):
     model = _same(root, "model", pipeline)
     return [
         "compress",
-        "--teacher",
+        "--model",
         str(model),
         "--variant",
         "tiny",
@@ -92,7 +92,7 @@ def _compress_inside_itself(root, dataset, pipeline):
     model = _same(root, "model", pipeline)
     return [
         "compress",
-        "--teacher",
+        "--model",
         str(model),
         "--variant",
         "tiny",
@@ -103,7 +103,7 @@ def _compress_inside_itself(root, dataset, pipeline):
 
 def _dedup_over_itself(root, dataset, pipeline):
     data = _same(root, "data", dataset)
-    return ["data", "dedup", "--in", str(data), "--out", str(data), "--overwrite"]
+    return ["data", "dedup", "--data", str(data), "--out", str(data), "--overwrite"]
 
 
 def _ingest_through_a_missing_folder(root, dataset, pipeline):
@@ -111,7 +111,7 @@ def _ingest_through_a_missing_folder(root, dataset, pipeline):
     victim = root / "victim"
     victim.mkdir()
     (victim / "precious.txt").write_text("keep me")
-    return ["data", "ingest", "--in", str(data), "--out", str(root / "nodir" / ".." / "victim")]
+    return ["data", "ingest", "--data", str(data), "--out", str(root / "nodir" / ".." / "victim")]
 
 
 def _filter_into_an_ingest_output(root, dataset, pipeline):
@@ -121,7 +121,7 @@ def _filter_into_an_ingest_output(root, dataset, pipeline):
     from edgefusion.data.runner import RunOptions
 
     ingest(data, ingested, options=RunOptions(progress=False))
-    return ["data", "filter", "--in", str(data), "--out", str(ingested), "--min-side", "1000"]
+    return ["data", "filter", "--data", str(data), "--out", str(ingested), "--min-side", "1000"]
 
 
 def _train_over_its_pipeline(root, dataset, pipeline):
@@ -192,7 +192,9 @@ def test_dataset_names_leading_out_are_rejected_with_a_reason(stage, tmp_path, d
     out = tmp_path / "out"
     before = tree_hashes(tmp_path, skip=out)
     settings = ["--min-side", "32"] if stage == "filter" else []  # the toy images are 32 px
-    code, err = run_cli(["data", stage, "--in", str(data), "--out", str(out), *settings], capsys, monkeypatch)
+    code, err = run_cli(
+        ["data", stage, "--data", str(data), "--out", str(out), *settings], capsys, monkeypatch
+    )
     assert code == 0, err
     reasons = {row["id"]: row["reason"] for row in iter_rows(out, "rejects.jsonl")}
     assert "absolute" in reasons["absolute"]
@@ -206,6 +208,6 @@ def test_dataset_names_leading_out_are_rejected_with_a_reason(stage, tmp_path, d
 def test_shard_packs_no_host_file(tmp_path, dataset, capsys, monkeypatch):
     data = _hostile_dataset(tmp_path, dataset)
     out = tmp_path / "shards"
-    code, err = run_cli(["data", "shard", "--in", str(data), "--out", str(out)], capsys, monkeypatch)
+    code, err = run_cli(["data", "shard", "--data", str(data), "--out", str(out)], capsys, monkeypatch)
     assert code == 0, err
     assert not any(SECRET in f.read_bytes() for f in out.rglob("*") if f.is_file())

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefusion.arch.removal import VARIANTS
+from edgefusion.cli_options import old_spellings
 from edgefusion.pipeline.configs import BUILTIN_MODELS
 
 _SOURCES_HELP = (
@@ -22,8 +23,9 @@ _COMPONENT_LABELS = {"text_encoder": "text encoder", "unet": "U-Net", "vae_decod
 console = Console()
 
 
+@old_spellings(model="--teacher")
 def compress_command(
-    teacher: Annotated[str, typer.Option("--teacher", help=f"Teacher to compress: {_SOURCES_HELP}.")],
+    model: Annotated[str, typer.Option("--model", help=f"Teacher to compress: {_SOURCES_HELP}.")],
     variant: Annotated[str, typer.Option("--variant", help=f"BK-SDM student: {', '.join(VARIANTS)}.")],
     out: Annotated[
         Path, typer.Option("--out", help="Output folder: a pipeline for a pipeline teacher, else a U-Net.")
@@ -43,9 +45,9 @@ def compress_command(
     """Remove U-Net blocks as BK-SDM does and initialize the student from the teacher's weights."""
     from edgefusion.arch.compression import compress_path  # torch and diffusers load only when run
 
-    report = compress_path(teacher, variant, out, overwrite=overwrite, seed=seed, unet_config=unet_config)
+    report = compress_path(model, variant, out, overwrite=overwrite, seed=seed, unet_config=unet_config)
     ratio = report.student_params / report.teacher_params
-    table = Table(title=f"BK-SDM-{variant.capitalize()} from {teacher}")
+    table = Table(title=f"BK-SDM-{variant.capitalize()} from {model}")
     table.add_column("U-Net")
     table.add_column("parameters", justify="right")
     table.add_row("teacher", f"{report.teacher_params:,}")
@@ -55,34 +57,33 @@ def compress_command(
     console.print(f"student weights: {origin}; wrote [bold]{report.out}[/]")
 
 
+@old_spellings(model="SRC", size="--resolution")
 def info_command(
-    src: Annotated[str, typer.Argument(help=f"Model to describe: {_SOURCES_HELP}.")],
+    model: Annotated[str, typer.Option("--model", help=f"Model to describe: {_SOURCES_HELP}.")],
     variant: Annotated[
         str | None,
         typer.Option("--variant", help=f"Apply BK-SDM block removal first: {', '.join(VARIANTS)}."),
     ] = None,
-    resolution: Annotated[
+    size: Annotated[
         int,
-        typer.Option(
-            "--resolution", help="Image side in pixels; the latent is this over the VAE scale factor."
-        ),
+        typer.Option("--size", help="Image side in pixels; the latent is this over the VAE scale factor."),
     ] = 512,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
-    """Parameters and MACs per component for one U-Net call at RESOLUTION, batch 1.
+    """Parameters and MACs per component for one U-Net call at --size pixels, batch 1.
 
     MACs: convolution and linear layers (BK-SDM's convention). Attention MACs: Q·K^T and softmax·V.
     """
     from edgefusion.arch.counting import count_model  # torch and diffusers load only when run
 
-    counts = count_model(src, variant=variant, resolution=resolution)
+    counts = count_model(model, variant=variant, resolution=size)
     if as_json:
         typer.echo(json.dumps(counts.to_dict()))
         return
-    title = f"{src}{f' -> BK-SDM-{variant.capitalize()}' if variant else ''}"
-    table = Table(title=f"{title} at {resolution} px (latent {counts.latent_size}x{counts.latent_size})")
+    title = f"{model}{f' -> BK-SDM-{variant.capitalize()}' if variant else ''}"
+    table = Table(title=f"{title} at {size} px (latent {counts.latent_size}x{counts.latent_size})")
     for column in ("component", "parameters", "MACs", "attention MACs"):
         table.add_column(column, justify="left" if column == "component" else "right")
     for name, count in counts.components.items():

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefusion.config import require
 from edgefusion.data import captioners  # noqa: F401  (registers the built-in captioners)
-from edgefusion.data.config import require
 from edgefusion.data.dataset import Item
 from edgefusion.data.images import DEFAULT_MAX_PIXELS
 from edgefusion.data.registry import CAPTIONERS, Captioner, built_once

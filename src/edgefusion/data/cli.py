@@ -1,6 +1,6 @@
 """``edgefusion data ...``: one command per curation stage, each a thin wrapper over its function.
 
-Every stage command takes ``--in`` and ``--out`` folders, ``--config`` (a YAML/JSON file of the
+Every stage command takes ``--data`` and ``--out`` folders, ``--config`` (a YAML/JSON file of the
 stage's config; options given on the command line win) and the run options ``--workers``,
 ``--engine`` (local or ray), ``--chunk-size`` and ``--overwrite``.
 """
@@ -18,7 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefusion.data.config import config_from_dict, config_from_file, merge_options
+from edgefusion.cli_options import old_spellings
+from edgefusion.config import load_config
+from edgefusion.data.config import merge_options
 from edgefusion.data.runner import RunOptions
 
 data_app = typer.Typer(
@@ -27,7 +29,7 @@ data_app = typer.Typer(
 )
 console = Console()
 
-InDir = Annotated[Path, typer.Option("--in", help="Input dataset folder (or raw source for ingest).")]
+DataDir = Annotated[Path, typer.Option("--data", help="Input dataset folder (or raw source for ingest).")]
 OutDir = Annotated[Path, typer.Option("--out", help="Output dataset folder.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML/JSON file of the stage's settings.")]
 Workers = Annotated[int, typer.Option("--workers", help="Worker processes (or Ray CPUs).")]
@@ -39,8 +41,7 @@ Overwrite = Annotated[
 
 
 def _config(cls: type, path: Path | None, what: str, **options: Any):
-    base = config_from_file(cls, path, what) if path is not None else config_from_dict(cls, {}, what)
-    return merge_options(base, **options)
+    return merge_options(load_config(cls, path, what=f"{what} setting"), **options)
 
 
 def _report(out: Path, stats: dict[str, Any]) -> None:
@@ -85,8 +86,9 @@ def stage_command(name: str) -> Callable[[Callable[..., None]], Callable[..., No
 
 
 @stage_command("ingest")
+@old_spellings(data="--in")
 def ingest_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     format: Annotated[str | None, typer.Option(help="auto, imagefolder, csv, parquet, webdataset.")] = None,
@@ -108,12 +110,13 @@ def ingest_command(
         caption_column=caption_column,
         max_pixels=max_pixels,
     )
-    _report(out, ingest(source, out, cfg, options))
+    _report(out, ingest(data, out, cfg, options))
 
 
 @stage_command("dedup")
+@old_spellings(data="--in")
 def dedup_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     hash_threshold: Annotated[
@@ -139,12 +142,13 @@ def dedup_command(
         thumbnail_threshold=thumbnail_threshold,
         near=near,
     )
-    _report(out, dedup(source, out, cfg, options))
+    _report(out, dedup(data, out, cfg, options))
 
 
 @stage_command("filter")
+@old_spellings(data="--in")
 def filter_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     min_side: Annotated[
@@ -173,12 +177,13 @@ def filter_command(
         detect_upscaling=detect_upscaling,
         upscale_residual=upscale_residual,
     )
-    _report(out, filter_images(source, out, cfg, options))
+    _report(out, filter_images(data, out, cfg, options))
 
 
 @stage_command("crop")
+@old_spellings(data="--in")
 def crop_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     size: Annotated[int | None, typer.Option(help="Output side in px.")] = None,
@@ -192,12 +197,13 @@ def crop_command(
     from edgefusion.data.crop import CropConfig, crop
 
     cfg = _config(CropConfig, config, "crop", size=size, scorer=scorer)
-    _report(out, crop(source, out, cfg, options))
+    _report(out, crop(data, out, cfg, options))
 
 
 @stage_command("caption")
+@old_spellings(data="--in")
 def caption_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     captioner: Annotated[str | None, typer.Option(help="toy, transformers or module:factory.")] = None,
@@ -209,17 +215,20 @@ def caption_command(
     from edgefusion.data.caption import CaptionConfig, caption
 
     cfg = _config(CaptionConfig, config, "caption", captioner=captioner, model=model)
-    _report(out, caption(source, out, cfg, options))
+    _report(out, caption(data, out, cfg, options))
 
 
 @stage_command("synthesize")
+@old_spellings(num_prompts="--n", prompts="--prompt-file")
 def synthesize_command(
     out: OutDir,
     config: ConfigFile = None,
-    n: Annotated[int | None, typer.Option("--n", help="Number of image-text pairs.")] = None,
+    num_prompts: Annotated[int | None, typer.Option(help="Number of image-text pairs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sample i uses seed + i.")] = None,
-    prompts: Annotated[str | None, typer.Option(help="toy, templates (from --config) or file.")] = None,
-    prompt_file: Annotated[str | None, typer.Option(help="Text file of prompts, one per line.")] = None,
+    prompts: Annotated[
+        str | None,
+        typer.Option(help="A prompt source (toy; templates, from --config) or a file, one prompt a line."),
+    ] = None,
     generator: Annotated[
         str | None, typer.Option(help="toy:render, toy:teacher or a diffusers pipeline folder.")
     ] = None,
@@ -235,13 +244,17 @@ def synthesize_command(
     options: RunOptions,
 ) -> None:
     """Generate image-text pairs from balanced prompts (the paper's synt)."""
-    from edgefusion.data.synthesize import SynthConfig, synthesize
+    from edgefusion.data.registry import PROMPT_SOURCES
+    from edgefusion.data.synthesize import BUILT_IN_PROMPTS, SynthConfig, synthesize
 
+    prompt_file = None
+    if prompts is not None and prompts not in (*PROMPT_SOURCES.names(), *BUILT_IN_PROMPTS):
+        prompts, prompt_file = "file", prompts
     cfg = _config(
         SynthConfig,
         config,
         "synthesize",
-        n=n,
+        n=num_prompts,
         seed=seed,
         prompts=prompts,
         prompt_file=prompt_file,
@@ -255,8 +268,9 @@ def synthesize_command(
 
 
 @stage_command("curate")
+@old_spellings(data="--in")
 def curate_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     apply: Annotated[
@@ -285,10 +299,10 @@ def curate_command(
         pending=pending,
     )
     if apply:
-        _report(out, apply_decisions(source, out, cfg, options))
+        _report(out, apply_decisions(data, out, cfg, options))
         return
-    path = build_queue(source, out, cfg, options)
-    queue = ReviewQueue(path, source)
+    path = build_queue(data, out, cfg, options)
+    queue = ReviewQueue(path, data)
     counts = queue.counts()
     queue.close()
     console.print(
@@ -343,8 +357,9 @@ def review_command(
 
 
 @data_app.command("shard")
+@old_spellings(data="--in")
 def shard_command(
-    source: InDir,
+    data: DataDir,
     out: OutDir,
     config: ConfigFile = None,
     shard_size: Annotated[int | None, typer.Option(help="Samples per tar shard.")] = None,
@@ -355,7 +370,7 @@ def shard_command(
     from edgefusion.data.shard import ShardConfig, shard
 
     cfg = _config(ShardConfig, config, "shard", shard_size=shard_size, title=title)
-    stats = shard(source, out, cfg, overwrite)
+    stats = shard(data, out, cfg, overwrite)
     console.print(f"[green]shard[/] {stats['kept']} samples in {stats['shards']} shards -> {out}")
 
 

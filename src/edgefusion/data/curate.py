@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefusion.data.config import require
+from edgefusion.config import require
 from edgefusion.data.dataset import Item, iter_rows
 from edgefusion.data.images import DEFAULT_MAX_PIXELS
 from edgefusion.data.registry import SCORERS, Scorer, built_once

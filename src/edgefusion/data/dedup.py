@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgefusion.data.config import require
+from edgefusion.config import require
 from edgefusion.data.dataset import Item, iter_rows
 from edgefusion.data.images import DEFAULT_MAX_PIXELS
 from edgefusion.data.runner import Outcome, RunOptions, finished_output, read_image, run_dataset_stage

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgefusion.data.config import require
+from edgefusion.config import require
 from edgefusion.data.dataset import Item
 from edgefusion.data.images import DEFAULT_MAX_PIXELS, rgb_array
 from edgefusion.data.runner import Outcome, RunOptions, read_image, run_dataset_stage

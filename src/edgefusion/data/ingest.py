@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefusion.data.config import require
+from edgefusion.config import require
 from edgefusion.data.dataset import Item
 from edgefusion.data.images import DEFAULT_MAX_PIXELS, normalized_bytes
 from edgefusion.data.runner import Outcome, RunOptions, read_image, run_stage

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefusion.config import config_from_dict
 from edgefusion.data.caption import CaptionConfig, caption
-from edgefusion.data.config import config_from_dict
 from edgefusion.data.crop import CropConfig, crop
 from edgefusion.data.curate import CurateConfig, curate_run
 from edgefusion.data.dedup import DedupConfig, dedup
@@ -88,7 +88,7 @@ def run_pipeline(spec: dict[str, Any], overwrite: bool = False, progress: bool =
         name = settings.pop("name", entry["stage"])
         source = settings.pop("in", None)
         source_path = outputs.get(source, Path(source)) if source is not None else previous
-        config = config_from_dict(kind.config, settings, f"{entry['stage']} stage")
+        config = config_from_dict(kind.config, settings, what=f"{entry['stage']} stage setting")
         out = run_dir / f"{index:02d}-{name}"
         if source_path is None and entry["stage"] != "synthesize":
             raise EdgefusionError(f"stage {index} ({name}) has no input: set 'input' or 'in'")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgefusion.atomic import make_output_dir
-from edgefusion.data.config import config_to_dict
+from edgefusion.config import config_to_dict
 from edgefusion.data.dataset import (
     METADATA_FILE,
     REJECTS_FILE,

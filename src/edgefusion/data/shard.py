@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefusion.atomic import make_output_dir
-from edgefusion.data.config import config_to_dict, require
+from edgefusion.config import config_to_dict, require
 from edgefusion.data.dataset import REJECTS_FILE, Item, dataset_size, iter_rows, read_dataset, read_stats
 from edgefusion.data.runner import reason_kind
 from edgefusion.errors import EdgefusionError

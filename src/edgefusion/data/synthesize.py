@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgefusion.data.config import require
+from edgefusion.config import require
 from edgefusion.data.dataset import Item
 from edgefusion.data.images import encode_png
 from edgefusion.data.prompts import rewrite_with_endpoint, rewrite_with_local_llm, template_prompts

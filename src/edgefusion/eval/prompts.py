@@ -1,4 +1,6 @@
-"""Prompt files for evaluation: BK-SDM's COCO-30K ``metadata.csv``, any CSV / JSONL, or plain text.
+"""Prompt files for evaluation: BK-SDM's COCO-30K ``metadata.csv``, any CSV / JSONL, or plain text,
+or the name of a prompt set a world registers (the toy world's ``eval`` and ``val``), so that
+every command's ``--prompts`` takes a file or a name.
 
 BK-SDM names each generated image after the COCO file it stands for (``file_name`` column), so a
 folder it generated can be scored against the same file; prompts without a file name map to
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,22 @@ from edgefusion.paths import member_path
 
 #: Columns (or JSON keys) read as the prompt, in order of preference.
 TEXT_FIELDS = ("text", "caption", "prompt")
+
+#: Named prompt sets: ``{name: function giving its file}``, called only when the name is used.
+PROMPT_SETS: dict[str, Callable[[], Path]] = {}
+
+
+def register_prompt_set(name: str, path: Callable[[], Path]) -> None:
+    """Let ``--prompts NAME`` stand for the file ``path()`` wherever prompts are read."""
+    PROMPT_SETS[name] = path
+
+
+def prompt_file(path: str | Path) -> Path:
+    """The file ``path`` names: a registered prompt set's, unless a file of that name exists."""
+    name = str(path)
+    if name in PROMPT_SETS and not Path(name).exists():
+        return PROMPT_SETS[name]()
+    return Path(path).expanduser()
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,7 @@ def _from_records(records: list, path: Path) -> list[PromptRow]:
 def read_prompts(path: str | Path, limit: int | None = None) -> list[PromptRow]:
     """Prompts of ``path`` (``.csv``, ``.jsonl``, else one prompt per non-empty line), first ``limit``."""
     check_limit(limit, "the number of prompts")
-    path = Path(path).expanduser()
+    path = prompt_file(path)
     text = read_text_file(path, "prompt file")
     if path.suffix == ".csv":
         rows = _from_records(list(csv.DictReader(text.splitlines())), path)

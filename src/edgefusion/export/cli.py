@@ -9,13 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from edgefusion.quant.cli import ReportGuidance, ReportSteps
+from edgefusion.cli_options import old_spellings, prompts_or_count
+from edgefusion.quant.cli import ReportGuidance, ReportPrompts, ReportSteps, report_num_prompts
 
 console = Console()
 
 
+@old_spellings(model="SRC")
 def export_command(
-    src: Annotated[str, typer.Argument(help="Pipeline folder (fp32, possibly tiled) or shipped toy name.")],
+    model: Annotated[
+        str, typer.Option("--model", help="Pipeline folder (fp32, possibly tiled) or shipped toy name.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder of the ONNX export.")],
     format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     precision: Annotated[
@@ -32,7 +36,8 @@ def export_command(
     report: Annotated[
         bool, typer.Option("--report", help="Print JSON: PSNR of onnxruntime vs torch fp32 images, sizes.")
     ] = False,
-    prompts: Annotated[int, typer.Option("--prompts", help="Report on the first N toy eval prompts.")] = 20,
+    prompts: ReportPrompts = None,
+    num_prompts: Annotated[int, report_num_prompts(20)] = 20,
     steps: ReportSteps = None,
     guidance: ReportGuidance = None,
 ) -> None:
@@ -44,13 +49,16 @@ def export_command(
     if format != "onnx":
         raise EdgefusionError(f"unknown export format {format!r}; only onnx is supported")
     # The report settings are checked before the export, not after it.
-    settings = ReportSettings(num_prompts=prompts, steps=steps, guidance=guidance)
-    export_pipeline(src, out, precision, height=size, width=size, overwrite=overwrite, vae=vae)
+    prompts_file, num_prompts = prompts_or_count(prompts, num_prompts)
+    settings = ReportSettings(
+        num_prompts=num_prompts, steps=steps, guidance=guidance, prompts_file=prompts_file
+    )
+    export_pipeline(model, out, precision, height=size, width=size, overwrite=overwrite, vae=vae)
     console.print(f"wrote [bold]{out}[/] (text_encoder, unet, vae_decoder; {precision})")
     if report:
         from edgefusion.export.report import export_report
 
-        typer.echo(json.dumps(export_report(src, out, settings, vae=vae)))
+        typer.echo(json.dumps(export_report(model, out, settings, vae=vae)))
 
 
 def register(app: typer.Typer) -> None:

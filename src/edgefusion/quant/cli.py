@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefusion.cli_options import old_spellings, prompts_or_count
+
 console = Console()
 
 # Report settings shared by `quantize --report` and `export --report`: None is the model kind's.
@@ -23,10 +25,24 @@ ReportGuidance = Annotated[
     float | None,
     typer.Option("--guidance", help="Guidance scale of the report (default: the one the model records)."),
 ]
+ReportPrompts = Annotated[
+    str | None,
+    typer.Option(
+        "--prompts", help="Prompt file, one prompt a line, or a prompt set (default: the toy eval prompts)."
+    ),
+]
 
 
+def report_num_prompts(default: int) -> object:
+    """``--num-prompts`` of a report: how many of its prompts it generates for."""
+    return typer.Option("--num-prompts", help=f"Report on the first N prompts (default {default}).")
+
+
+@old_spellings(model="SRC", prompts="--prompts-file")
 def quantize_command(
-    src: Annotated[str, typer.Argument(help="Pipeline folder or shipped toy name (toy:bk-tiny-adv).")],
+    model: Annotated[
+        str, typer.Option("--model", help="Pipeline folder or shipped toy name (toy:bk-tiny-adv).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder for the W8A16 pipeline.")],
     activation_dtype: Annotated[
         str, typer.Option("--activation-dtype", help="16-bit activations: float16 or bfloat16.")
@@ -41,12 +57,8 @@ def quantize_command(
         bool, typer.Option("--report", help="Compare with the fp32 model: size, PSNR, toy metrics.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
-    prompts: Annotated[
-        int, typer.Option("--prompts", help="Report and calibration use the first N toy eval prompts.")
-    ] = 200,
-    prompts_file: Annotated[
-        Path | None, typer.Option("--prompts-file", help="One prompt a line, instead of the toy ones.")
-    ] = None,
+    prompts: ReportPrompts = None,
+    num_prompts: Annotated[int, report_num_prompts(200)] = 200,
     steps: ReportSteps = None,
     guidance: ReportGuidance = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i uses seed + i.")] = 0,
@@ -55,16 +67,19 @@ def quantize_command(
     ] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it already exists.")] = False,
 ) -> None:
-    """Quantize a pipeline's U-Net to W8A16 (int8 per-channel weights); text encoder and VAE to fp16."""
+    """Quantize a pipeline's U-Net to W8A16 (int8 per-channel weights); text encoder and VAE to fp16.
+
+    Calibration and --report use the first --num-prompts of --prompts."""
     from edgefusion.quant.quantize import ReportSettings, quantization_report, quantize_pipeline
     from edgefusion.quant.w8a16 import W8A16Config
 
+    prompts_file, num_prompts = prompts_or_count(prompts, num_prompts)
     settings = ReportSettings(
-        num_prompts=prompts, steps=steps, guidance=guidance, seed=seed, prompts_file=prompts_file
+        num_prompts=num_prompts, steps=steps, guidance=guidance, seed=seed, prompts_file=prompts_file
     )
     calibration = settings.prompts()[:calibrate] if calibrate else None
     quantize_pipeline(
-        src,
+        model,
         out,
         W8A16Config(activation_dtype=activation_dtype, skip=tuple(n for n in keep.split(",") if n)),
         overwrite=overwrite,
@@ -75,11 +90,11 @@ def quantize_command(
     if not report:
         console.print(f"wrote [bold]{out}[/]")
         return
-    result = quantization_report(src, out, settings)
+    result = quantization_report(model, out, settings)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    table = Table(title=f"W8A16 {src} -> {out} ({result['settings']['prompts']} prompts, same seeds)")
+    table = Table(title=f"W8A16 {model} -> {out} ({result['settings']['prompts']} prompts, same seeds)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("U-Net bytes, fp32", f"{result['unet_bytes_fp32']:,}")

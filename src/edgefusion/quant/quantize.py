@@ -48,7 +48,7 @@ class ReportSettings:
 
     def __post_init__(self) -> None:
         """Refuse settings the report would fail on only after the export or quantization."""
-        check_limit(self.num_prompts, "--prompts")
+        check_limit(self.num_prompts, "--num-prompts")
         if self.steps is not None and self.steps < 1:
             raise EdgefusionError(f"--steps must be at least 1, got {self.steps}")
         if self.guidance is not None:

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefusion.cli_options import old_spellings
+
 tile_app = typer.Typer(help="Model-level tiling of attention for an NPU's SRAM.", no_args_is_help=True)
 console = Console()
 
@@ -22,6 +24,7 @@ _Overhead = Annotated[
 
 
 @tile_app.command("plan")
+@old_spellings(size="--resolution")
 def plan_command(
     sram: _Sram,
     heads: Annotated[int, typer.Option("--heads", help="Attention heads.")] = 8,
@@ -39,7 +42,7 @@ def plan_command(
         str | None,
         typer.Option("--variant", help="With --model: BK-SDM block removal first (base/small/tiny)."),
     ] = None,
-    resolution: Annotated[int, typer.Option("--resolution", help="With --model: image side in px.")] = 512,
+    size: Annotated[int, typer.Option("--size", help="With --model: image side in px.")] = 512,
     act_dtype: _ActDtype = "int16",
     score_dtype: _ScoreDtype = "int16",
     tile_overhead: _Overhead = 4096,
@@ -68,7 +71,7 @@ def plan_command(
             config = plan_removal(config, variant).student_config
         vae_scale = vae_scale_factor(source.configs.get("vae"))
         plans = plan_unet(
-            config, sram_bytes, resolution, batch, act_dtype, score_dtype, tile_overhead, vae_scale=vae_scale
+            config, sram_bytes, size, batch, act_dtype, score_dtype, tile_overhead, vae_scale=vae_scale
         )
         if as_json:
             typer.echo(json.dumps([p.to_dict() for p in plans]))
@@ -99,27 +102,28 @@ def plan_command(
 
 
 @tile_app.command("apply")
+@old_spellings(model="SRC", size="--resolution")
 def apply_command(
-    src: Annotated[str, typer.Argument(help="Pipeline folder or shipped toy name.")],
+    model: Annotated[str, typer.Option("--model", help="Pipeline folder or shipped toy name.")],
     out: Annotated[Path, typer.Option("--out", help="Output pipeline folder with unet/tiling.json.")],
     sram: _Sram,
-    resolution: Annotated[int, typer.Option("--resolution", help="Image side in px the plan is for.")] = 512,
+    size: Annotated[int, typer.Option("--size", help="Image side in px the plan is for.")] = 512,
     batch: Annotated[int, typer.Option("--batch", help="Batch the plan is for (2: CFG).")] = 2,
     act_dtype: _ActDtype = "int16",
     score_dtype: _ScoreDtype = "int16",
     tile_overhead: _Overhead = 4096,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it already exists.")] = False,
 ) -> None:
-    """Write a copy of SRC whose attention layers each carry a planned tile count."""
+    """Write a copy of --model whose attention layers each carry a planned tile count."""
     from edgefusion.tiling.apply import tile_pipeline
     from edgefusion.tiling.layers import read_tiling
     from edgefusion.tiling.planner import parse_bytes
 
     tile_pipeline(
-        src,
+        model,
         out,
         parse_bytes(sram),
-        resolution,
+        size,
         batch,
         act_dtype,
         score_dtype,

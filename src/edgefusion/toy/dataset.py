@@ -22,6 +22,7 @@ from rich.progress import track
 from rich.table import Table
 
 from edgefusion.atomic import atomic_output_dir
+from edgefusion.cli_options import old_spellings
 from edgefusion.errors import EdgefusionError
 from edgefusion.toy.web import FLAWS, ToySample, WebFlawConfig, clean_sample, web_samples
 
@@ -184,8 +185,11 @@ def _rate_option(flaw: str) -> Any:
     )
 
 
+@old_spellings(num_prompts="--n")
 def data_command(
-    n: Annotated[int, typer.Option("--n", help="Number of samples (image files) to write.")],
+    num_prompts: Annotated[
+        int, typer.Option("--num-prompts", help="Number of samples (image files) to write.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder; must not exist or be empty.")],
     kind: Annotated[
         str, typer.Option("--kind", help="clean: true captions, square renders. web: labelled flaws.")
@@ -222,7 +226,7 @@ def data_command(
     non-square images (subject_end, crop_box), irrelevant and partly wrong
     captions (true_caption, wrong_attribute), JPEG artifacts (jpeg_quality).
 
-    Example: edgefusion toy data --kind web --n 2000 --seed 0 --out data/toy-web
+    Example: edgefusion toy data --kind web --num-prompts 2000 --seed 0 --out data/toy-web
     """
     rates = {
         "exact_duplicate": exact_duplicate,
@@ -234,5 +238,5 @@ def data_command(
         "jpeg_artifacts": jpeg_artifacts,
     }
     config = _web_config_from_options(web_config, rates)
-    written = write_toy_dataset(out, kind, n, seed, size, overwrite, config)
+    written = write_toy_dataset(out, kind, num_prompts, seed, size, overwrite, config)
     _print_summary(written, json.loads((written / STATS_FILE).read_text(encoding="utf-8")))

@@ -7,6 +7,8 @@ Imported with ``edgefusion.toy`` (the command line imports it before any command
 - the evaluator ``toy`` (attribute accuracy, toy CLIP score, FID_toy), which scores the images of
   every toy-world model, in ``edgefusion eval`` and the quantize and export reports
   (:mod:`edgefusion.eval.evaluators`), with the toy eval prompts as the reports' default;
+- the prompt sets ``eval`` and ``val`` (:mod:`edgefusion.eval.prompts`), which every
+  ``--prompts`` takes as a name;
 - the curation tools of :mod:`edgefusion.toy.curation` (:mod:`edgefusion.data.registry`): the
   captioner ``toy``, the prompt source ``toy``, the renderer ``toy:render`` and the curation
   scorer ``toy``.
@@ -23,6 +25,7 @@ from typing import Any
 
 from edgefusion.data.registry import CAPTIONERS, PROMPT_SOURCES, RENDERERS, SCORERS
 from edgefusion.eval.evaluators import EvaluatorPlugin, register_evaluator
+from edgefusion.eval.prompts import register_prompt_set
 from edgefusion.pipeline.registry import register_model_source
 from edgefusion.toy.registry import PREFIX, shipped_path
 
@@ -54,10 +57,18 @@ def _default_prompts() -> Path:
     return EVAL_PROMPTS_PATH
 
 
+def _val_prompts() -> Path:
+    from edgefusion.toy.prompts import VAL_PROMPTS_PATH
+
+    return VAL_PROMPTS_PATH
+
+
 _METRICS = "edgefusion.toy.metrics"
 _CURATION = "edgefusion.toy.curation"
 
 register_model_source(PREFIX, shipped_path, example=f"{PREFIX}teacher")
+register_prompt_set("eval", _default_prompts)
+register_prompt_set("val", _val_prompts)
 register_evaluator(
     EvaluatorPlugin(
         name="toy",

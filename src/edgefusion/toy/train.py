@@ -88,13 +88,6 @@ class ToyTrainConfig:
     classifier_eval_samples: int = 2000
     vae_eval_samples: int = 500
 
-    @classmethod
-    def from_dict(cls, d: dict) -> ToyTrainConfig:
-        d = dict(d)
-        sizes = d.pop("sizes", {})
-        sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}
-        return cls(sizes=ToyModelSizes(**sizes), **d)
-
 
 def _log_row(path: Path, row: dict) -> None:
     new = not path.exists()

@@ -16,13 +16,14 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from edgefusion.config import config_from_dict, load_config
 from edgefusion.errors import EdgefusionError
 from edgefusion.toy.captions import ALT_TEXT_NOISE, caption, parse
 from edgefusion.toy.world import (
@@ -99,32 +100,12 @@ class WebFlawConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> WebFlawConfig:
         """Build a config from a JSON/YAML mapping, refusing keys it does not know (likely typos)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise EdgefusionError(
-                f"unknown web flaw setting(s) {', '.join(unknown)}: use only {', '.join(sorted(known))}"
-            )
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**converted)
+        return config_from_dict(cls, values, what="web flaw setting")
 
     @classmethod
     def from_file(cls, path: str | Path) -> WebFlawConfig:
-        """Load a config from a YAML or JSON file (JSON is read as YAML, of which it is a subset)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise EdgefusionError(
-                f"cannot read web flaw config {path} ({err.strerror}): check the path"
-            ) from None
-        except yaml.YAMLError:
-            raise EdgefusionError(f"{path} is not valid YAML or JSON: fix the file's syntax") from None
-        if not isinstance(values, dict):
-            raise EdgefusionError(f"{path} must hold a mapping of settings, e.g. 'off_center: 0.2'")
-        return cls.from_dict(values)
+        """Load a config from a YAML or JSON file."""
+        return load_config(cls, path, what="web flaw setting")
 
 
 def _check_rate(name: str, rate: object) -> None:

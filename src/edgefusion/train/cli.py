@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from edgefusion.cli_options import old_spellings
+
 console = Console()
 
 Overrides = Annotated[
@@ -31,7 +33,7 @@ def train_command(
 
     Example: edgefusion train --config configs/toy/teacher.yaml train.steps=100
     """
-    from edgefusion.train.config import load_config
+    from edgefusion.config import load_config
     from edgefusion.train.denoise import DenoiseConfig, train_unet
 
     _print_report("trained", train_unet(load_config(DenoiseConfig, config, overrides or [])))
@@ -48,7 +50,7 @@ def distill_command(
 
     Example: edgefusion distill --config configs/kd/toy-bk-tiny-kd.yaml train.steps=100
     """
-    from edgefusion.train.config import load_config
+    from edgefusion.config import load_config
     from edgefusion.train.kd import KDConfig, distill
 
     _print_report("distilled", distill(load_config(KDConfig, config, overrides or [])))
@@ -65,7 +67,7 @@ def lcm_command(
 
     Example: edgefusion lcm --config configs/lcm/toy-edgefusion.yaml train.steps=100
     """
-    from edgefusion.train.config import load_config
+    from edgefusion.config import load_config
     from edgefusion.train.lcm import LCMConfig, lcm_distill
 
     _print_report("LCM-distilled", lcm_distill(load_config(LCMConfig, config, overrides or [])))
@@ -77,9 +79,10 @@ checkpoint_app = typer.Typer(
 
 
 @checkpoint_app.command("pack")
+@old_spellings(out="OUT")
 def pack_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder of train, distill or lcm.")],
-    out: Annotated[Path, typer.Argument(help="The packed run folder to write (replaced if it exists).")],
+    out: Annotated[Path, typer.Option(help="The packed run folder to write (replaced if it exists).")],
 ) -> None:
     """Pack a run's newest checkpoint (fp16 weights and EMA, bf16 Adam moments) with its config
     and logs, half a checkpoint's size; unpack it to resume elsewhere."""
@@ -91,15 +94,16 @@ def pack_command(
 
 
 @checkpoint_app.command("unpack")
+@old_spellings(out="RUN_DIR")
 def unpack_command(
     packed: Annotated[Path, typer.Argument(help="A folder written by `edgefusion checkpoint pack`.")],
-    run_dir: Annotated[Path, typer.Argument(help="The new run folder; re-run the stage with it to resume.")],
+    out: Annotated[Path, typer.Option(help="The new run folder; re-run the stage with it to resume.")],
 ) -> None:
     """Unpack a packed run into a run folder, so that re-running the stage's command resumes it."""
     from edgefusion.train.checkpoint import unpack_run
 
-    checkpoint = unpack_run(packed, run_dir)
-    console.print(f"[green]unpacked[/] {packed} -> {checkpoint}; re-run the stage with run_dir={run_dir}")
+    checkpoint = unpack_run(packed, out)
+    console.print(f"[green]unpacked[/] {packed} -> {checkpoint}; re-run the stage with run_dir={out}")
 
 
 def _print_report(verb: str, report: Any) -> None:

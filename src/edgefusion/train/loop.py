@@ -30,9 +30,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from edgefusion.config import config_from_dict, config_to_dict, save_config
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.checkpoint import latest_checkpoint, load_training_state, save_training_state
-from edgefusion.train.config import LoopConfig, config_from_dict, config_to_dict, save_config
+from edgefusion.train.config import LoopConfig
 from edgefusion.train.data import generator_for, make_loader
 from edgefusion.train.ema import EMA
 

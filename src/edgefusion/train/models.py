@@ -21,12 +21,12 @@ from edgefusion import __version__
 from edgefusion.arch.compression import copy_pipeline_without_unet
 from edgefusion.arch.removal import VARIANTS, plan_removal
 from edgefusion.atomic import atomic_output_dir, check_output_free
+from edgefusion.config import save_config
 from edgefusion.errors import EdgefusionError
 from edgefusion.paths import check_output_apart
 from edgefusion.pipeline.load import cast_
 from edgefusion.pipeline.sources import load_teacher_unet, resolve_model_path, resolve_source
 from edgefusion.provenance import PROVENANCE_FILE
-from edgefusion.train.config import save_config
 
 # The config entries that fix a U-Net's block structure (what BK-SDM removal changes).
 _STRUCTURE_KEYS = (
