@@ -131,10 +131,11 @@ def compress_path(
     )
 
 
-def copy_pipeline_without_unet(pipeline: Path, dest: Path) -> None:
-    """Copy every file and component folder of a diffusers pipeline except its U-Net."""
+def copy_pipeline_without_unet(pipeline: Path, dest: Path, component: str = "unet") -> None:
+    """Copy every file and component folder of a diffusers pipeline except ``component`` (its
+    U-Net unless told otherwise), for a writer that saves its own version of that part."""
     for entry in pipeline.iterdir():
-        if entry.name == "unet":
+        if entry.name == component:
             continue
         if entry.is_dir():
             shutil.copytree(entry, dest / entry.name)

@@ -30,7 +30,6 @@ diffusers loads; ``vae/edgefusion.json`` records how it was made.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgefusion import __version__
+from edgefusion.arch.compression import copy_pipeline_without_unet
 from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import read_config_mapping, read_json_file
@@ -240,13 +240,7 @@ def save_decoder_pipeline(
     copied, ``model_index.json`` naming the decoder's class, ``provenance`` beside the decoder's
     config and the stage ``config`` (when given) at the root."""
     with atomic_output_dir(out, overwrite) as staging:
-        for entry in pipeline.iterdir():
-            if entry.name == "vae":
-                continue
-            if entry.is_dir():
-                shutil.copytree(entry, staging / entry.name)
-            else:
-                shutil.copy2(entry, staging / entry.name)
+        copy_pipeline_without_unet(pipeline, staging, component="vae")
         decoder.save_pretrained(staging / "vae")
         record = {**provenance, "edgefusion_version": __version__}
         (staging / "vae" / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -22,6 +22,7 @@ from diffusers import DDPMScheduler
 from edgefusion.pipeline.load import load_pipeline
 from edgefusion.pipeline.sampling import sampling_defaults
 from edgefusion.toy.world import COLORS, SHAPES
+from edgefusion.train.data import encode_text
 
 #: Position word -> (axis of the image tensor it lies on, index of its half along that axis).
 SIDES = {"left": (-1, 0), "right": (-1, 1), "top": (-2, 0), "bottom": (-2, 1)}
@@ -45,24 +46,17 @@ def captions(position: str) -> list[str]:
 
 @torch.no_grad()
 def first_step_images(
-    pipe, prompts: list[str], noise: torch.Tensor, steps: int, guidance: float
+    pipe, states: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float
 ) -> torch.Tensor:
-    """The decoded clean-image estimate of the sampler's first step for each prompt, all on ``noise``."""
-    tokenizer, encoder, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
-    ids = tokenizer(
-        [*prompts, ""],
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    states = encoder(ids)[0]
+    """The decoded clean-image estimate of the sampler's first step for each caption, all on
+    ``noise``; ``states`` are the captions' text states followed by the empty caption's."""
+    unet, vae, n = pipe.unet, pipe.vae, states.shape[0] - 1
     pipe.scheduler.set_timesteps(steps)
     t = int(pipe.scheduler.timesteps[0])
     schedule = DDPMScheduler.from_config(pipe.scheduler.config)
     alpha, sigma = schedule.alphas_cumprod[t].sqrt(), (1 - schedule.alphas_cumprod[t]).sqrt()
-    latents = noise.expand(len(prompts) + 1, *noise.shape[1:])
-    out = unet(latents, torch.full((len(prompts) + 1,), t), states).sample
+    latents = noise.expand(n + 1, *noise.shape[1:])
+    out = unet(latents, torch.full((n + 1,), t), states).sample
     out = out[-1:] + guidance * (out[:-1] - out[-1:])
     if schedule.config.prediction_type == "v_prediction":
         x0 = alpha * latents[:-1] - sigma * out
@@ -89,12 +83,14 @@ def measure_position_control(model: str, noises: int = 16, seed: int = 0) -> dic
     steps, guidance = sampling_defaults(pipe, model, None, None)
     channels, size = pipe.unet.config.in_channels, pipe.unet.config.sample_size
     gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        states = {p: encode_text(pipe.tokenizer, pipe.text_encoder, [*captions(p), ""]) for p in SIDES}
     first_half: dict[str, list[torch.Tensor]] = {p: [] for p in SIDES}
     for _ in range(noises):
         noise = torch.randn(1, channels, size, size, generator=gen)
         for position, (axis, _) in SIDES.items():
             first_half[position].append(
-                half_shares(first_step_images(pipe, captions(position), noise, steps, guidance), axis)
+                half_shares(first_step_images(pipe, states[position], noise, steps, guidance), axis)
             )
     result = {"model": model, "steps": steps, "guidance": guidance, "noises": noises, "per_word": {}}
     for position, (_, index) in SIDES.items():
