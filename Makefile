@@ -5,7 +5,7 @@ TEST_STAMP := .venv/.installed-test
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint clean review-deps
+.PHONY: demo test test-slow lint clean review-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -38,6 +38,11 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP) review-deps
 	$(PY) -m pytest
+
+# The slow tests (full-size SD-v1.4 shapes, random weights): the whole recipe through the command
+# line at 256 px, and the BK-SDM-Tiny U-Net through ONNX. Minutes and up to 12 GB of memory.
+test-slow: $(TEST_STAMP)
+	$(PY) -m pytest -m slow -s tests/test_real_scale.py tests/export/test_full_size.py
 
 lint: $(STAMP)
 	.venv/bin/ruff check src tests

@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 # backend takes about an hour on 2 cores, and a re-run (after an interruption) skips the backends
 # already measured. Each process starts fresh, so no backend inherits another's casts or caches.
 BACKENDS=${BACKENDS:-"torch-fp32 torch-bf16 torch-compile torch-compile-bf16 onnxruntime openvino openvino-bf16"}
-common=(--resolution "$RESOLUTION" --threads "$THREADS" --work-dir "$WORK" --json)
+common=(--size "$RESOLUTION" --threads "$THREADS" --work-dir "$WORK" --json)
 
 echo "== 1/3 edgefusion-tiny, 2 steps, each backend, SD VAE and TAESD decoders" >&2
 for b in $BACKENDS; do

@@ -20,4 +20,4 @@ if [ ! -d runs/data/toy-decoder-val ]; then
     nice -n 19 edgefusion toy data --kind clean --num-prompts 256 --seed 5 --out runs/data/toy-decoder-val
 fi
 nice -n 19 edgefusion decoder compare --model toy:edgefusion --vae runs/decoder/toy/out \
-    --data runs/data/toy-decoder-val --latents 256 --limit 200 | tee runs/decoder/toy/compare.json
+    --data runs/data/toy-decoder-val --latents 256 --num-prompts 200 | tee runs/decoder/toy/compare.json

@@ -16,10 +16,7 @@ from edgefusion.cli import _register_subcommands, app
 from edgefusion.cli_options import prompts_or_count
 
 #: Spellings the vocabulary replaced: only a hidden (deprecated) option may still answer to them.
-OLD = frozenset({"--resolution", "--prompt-file", "--prompts-file", "--in"})
-#: Commands whose options are still to move to the vocabulary: ``bench`` is being reworked with
-#: the benchmark backends, and takes ``--size`` there. Entries: command path -> old options.
-PENDING = {"bench": {"--resolution"}}
+OLD = frozenset({"--resolution", "--prompt-file", "--prompts-file", "--in", "--limit"})
 
 
 def commands(command: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -44,7 +41,20 @@ def test_no_command_exposes_an_old_spelling(cli):
             names = set(param.opts) | set(param.secondary_opts)
             if param.param_type_name == "option" and not param.hidden and names & OLD:
                 exposed.setdefault(path, set()).update(names & OLD)
-    assert exposed == PENDING
+    assert exposed == {}
+
+
+def test_no_usage_line_names_a_hidden_argument(cli):
+    hidden = 0
+    for path, command in commands(cli):
+        context = typer.Context(command, info_name=f"edgefusion {path}".strip())
+        usage = command.get_usage(context).split()
+        for param in command.params:
+            if param.param_type_name == "argument" and getattr(param, "hidden", False):
+                hidden += 1
+                named = [piece for piece in param.get_usage_pieces(context) if piece in usage]
+                assert not named, (path, usage)
+    assert hidden  # the old positionals are there, and --help does not show them
 
 
 def test_every_hidden_spelling_says_what_replaces_it(cli):
@@ -64,6 +74,19 @@ def test_old_spellings_still_work_and_warn_once():
     assert old.stderr.count("warning: --resolution is deprecated; use --size") == 1
     assert old.stderr.count("warning: a positional SRC is deprecated; use --model") == 1
     assert new.stderr == ""
+
+
+def test_counts_are_num_prompts_and_limit_is_the_old_spelling(monkeypatch):
+    import edgefusion.decoder.compare
+
+    _register_subcommands()
+    seen = {}
+    monkeypatch.setattr(
+        edgefusion.decoder.compare, "compare_decoders", lambda *a: seen.setdefault("n", a[2].num_prompts)
+    )
+    old = CliRunner().invoke(app, ["decoder", "compare", "--vae", "v", "--limit", "3"])
+    assert old.exit_code == 0, old.output
+    assert seen["n"] == 3 and old.stderr.count("warning: --limit is deprecated; use --num-prompts") == 1
 
 
 def test_a_renamed_required_option_is_still_required():

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edgefusion.cli_options import config_file
 from edgefusion.errors import EdgefusionError
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def demo_command(
 
 
 @app.command("generate")
+@config_file("generate", shares="prompt")
 def generate_command(
     prompt: list[str] | None = typer.Argument(None, help="Prompt(s); or give --prompts FILE."),
     model: str = typer.Option("toy:edgefusion", help="Diffusers SD folder, ONNX export or toy:NAME."),

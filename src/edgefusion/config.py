@@ -136,6 +136,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if hint is Any:
         return value
+    if hint is Path and isinstance(value, str):  # a path is written as a string
+        return Path(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):
@@ -149,6 +151,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -79,7 +79,7 @@ def test_cli_json_on_a_shipped_toy_model():
         [
             "bench",
             "toy:bk-tiny-adv",
-            "--resolution",
+            "--size",
             "64",
             "--steps",
             "2",

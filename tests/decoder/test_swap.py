@@ -135,7 +135,7 @@ def test_compare_measures_a_decoder_against_the_full_one(sd_model, tiny_folder, 
     assert itself["params"]["full_decoder"] == itself["params"]["tiny_decoder"]
 
     result = _cli("decoder", "compare", "--model", str(sd_model), "--vae", str(tiny_folder), "--data",
-                  str(toy_images), "--latents", "3", "--limit", "2", "--steps", "2")  # fmt: skip
+                  str(toy_images), "--latents", "3", "--num-prompts", "2", "--steps", "2")  # fmt: skip
     assert result.exit_code == 0, result.output
     measured = json.loads(result.output)
     assert measured["size"] == IMAGE_SIZE and 0 < measured["latents"]["psnr_db"] < 40

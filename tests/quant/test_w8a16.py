@@ -5,8 +5,10 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from micro_models import random_unet
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from typer.testing import CliRunner
 
 from edgefusion.cli import _register_subcommands, app
@@ -14,7 +16,16 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.pipeline.load import load_pipeline
 from edgefusion.quant.io import load_quantized_pipeline
 from edgefusion.quant.quantize import quantize_pipeline, unet_bytes
-from edgefusion.quant.w8a16 import W8A16Config, W8A16Conv2d, W8A16Linear, quantize_, quantize_weight
+from edgefusion.quant.w8a16 import (
+    CpuUpcastConv2d,
+    CpuUpcastLinear,
+    W8A16Config,
+    W8A16Conv2d,
+    W8A16Linear,
+    quantize_,
+    quantize_weight,
+    upcast_16bit_layers_on_cpu,
+)
 
 
 def _unet_inputs(seed: int = 0):
@@ -51,6 +62,62 @@ def test_quantized_unet_stays_close_to_fp32():
         got = unet(*_unet_inputs()).sample
     assert (got - expected).norm() / expected.norm() < 0.02
     assert not torch.equal(got, expected)
+
+
+def _conv_then_linear() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.Flatten(1), nn.Linear(16 * 36, 8)).eval()
+
+
+def _float32_rounded(model: nn.Sequential, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The model computed in float32 from 16-bit inputs and weights, each layer rounded once."""
+    conv, linear = model[0], model[2]
+    hidden = F.conv2d(x.float(), weights[0].float(), conv.bias.float(), padding=1).half()
+    return F.linear(hidden.flatten(1).float(), weights[1].float(), linear.bias.float()).half()
+
+
+class _ComputeDtypes(TorchFunctionMode):
+    """Records the input dtype of every convolution and matmul computed under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (F.conv2d, F.linear):
+            self.seen.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_16bit_layers_on_a_cpu_compute_in_float32_and_round_once(monkeypatch, native):
+    """PyTorch's 16-bit CPU convolutions are a slow fallback where the CPU has no native 16-bit
+    kernels: there W8A16 layers and the upcast plain layers compute from the same 16-bit tensors
+    in float32, rounding each output once, so activations stay 16-bit. Where it has them (AMX),
+    they compute in 16 bits."""
+    import edgefusion.quant.w8a16
+
+    monkeypatch.setattr(edgefusion.quant.w8a16, "native_16bit_on_cpu", lambda dtype: native)
+    x = torch.randn(2, 8, 6, 6).half()
+    plain = _conv_then_linear().half()
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    upcast_16bit_layers_on_cpu(plain)
+    assert isinstance(plain[0], CpuUpcastConv2d) and isinstance(plain[2], CpuUpcastLinear)
+    assert all(torch.equal(value, plain.state_dict()[name]) for name, value in state.items())
+    quantized = quantize_(_conv_then_linear(), W8A16Config(skip=()))
+    dequantized = [
+        quantized[0].dequantized_weight(torch.float16),
+        quantized[2].dequantized_weight(torch.float16),
+    ]
+    for model, weights in ((plain, [plain[0].weight, plain[2].weight]), (quantized, dequantized)):
+        with torch.no_grad(), _ComputeDtypes() as computed:
+            got = model(x)
+        assert got.dtype == torch.float16
+        if native:
+            assert computed.seen == [torch.float16, torch.float16]
+            continue
+        assert computed.seen == [torch.float32, torch.float32]
+        assert torch.equal(got, _float32_rounded(model, weights, x))
 
 
 def test_quantizing_twice_is_an_error():

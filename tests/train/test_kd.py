@@ -108,6 +108,19 @@ def test_a_run_folder_refuses_a_different_config(kd_config) -> None:
         distill(kd_config("train.steps=3", "loss.feature_weight=0", "overwrite=true"))
 
 
+def test_a_run_without_a_final_checkpoint_still_writes_its_output(kd_config, tmp_path) -> None:
+    """``train.final_checkpoint: false`` leaves no multi-GB optimizer state behind a run that will
+    not be continued; the output is the same EMA U-Net a checkpointed run ships."""
+    checkpointed = distill(kd_config("train.steps=2"))
+    bare = [f"out={tmp_path / 'bare-out'}", f"run_dir={tmp_path / 'bare-run'}"]
+    report = distill(
+        kd_config("train.steps=2", "train.checkpoint_every=100", "train.final_checkpoint=false", *bare)
+    )
+    assert not list((report.run_dir / "checkpoints").glob("step-*"))
+    ema = load_file(str(checkpointed.run_dir / "checkpoints" / "step-0000002" / "ema.safetensors"))
+    assert all(torch.equal(ema[name], tensor) for name, tensor in _unet_weights(report.out).items())
+
+
 def test_a_run_started_before_a_setting_existed_resumes_with_its_default(kd_config) -> None:
     """A run folder whose config.yaml lacks a setting added since ran with that setting's default."""
     report = distill(kd_config("train.steps=2"))

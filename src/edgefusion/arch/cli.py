@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefusion.arch.removal import VARIANTS
-from edgefusion.cli_options import old_spellings
+from edgefusion.cli_options import Command, old_spellings
 from edgefusion.pipeline.configs import BUILTIN_MODELS
 
 _SOURCES_HELP = (
@@ -99,4 +99,4 @@ def info_command(
 def register(app: typer.Typer) -> None:
     """Add ``compress`` and ``info`` to the main ``edgefusion`` app."""
     app.command("compress")(compress_command)
-    app.command("info")(info_command)
+    app.command("info", cls=Command)(info_command)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgefusion.bench.latency import BACKENDS, TINY_DECODER
 from edgefusion.bench.models import ARCHITECTURES
+from edgefusion.cli_options import config_file, old_spellings
 
 _LABELS = {
     "text_encoder": "text encoder",
@@ -27,6 +28,8 @@ _END_TO_END = {
 }
 
 
+@config_file("bench", shares="models")
+@old_spellings(size="--resolution")
 def bench_command(
     models: Annotated[
         list[str],
@@ -35,7 +38,7 @@ def bench_command(
             "pipeline folders or toy:NAME."
         ),
     ],
-    resolution: Annotated[int, typer.Option(help="Image size in pixels.")] = 512,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 512,
     steps: Annotated[list[int], typer.Option(help="Steps of a composed total; repeat for several.")] = [25],  # noqa: B006
     backend: Annotated[list[str], typer.Option(help=f"{', '.join(BACKENDS)}; repeat for several.")] = [  # noqa: B006
         "torch-fp32"
@@ -73,13 +76,13 @@ def bench_command(
     from edgefusion.bench.latency import BenchConfig, bench
 
     config = BenchConfig(
-        models, resolution, steps, backend, warmup, repeats, cfg, threads, work_dir, vae, end_to_end
+        models, size, steps, backend, warmup, repeats, cfg, threads, work_dir, vae, end_to_end
     )
     records = bench(config)
     if as_json:
         print(json.dumps(records, indent=2))
         return
-    print_table(records, f"latency in seconds (median of {repeats} after {warmup} warm-up), {resolution} px")
+    print_table(records, f"latency in seconds (median of {repeats} after {warmup} warm-up), {size} px")
 
 
 def print_table(records: list[dict], title: str) -> None:

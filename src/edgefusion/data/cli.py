@@ -312,11 +312,12 @@ def curate_command(
 
 
 @data_app.command("review")
+@old_spellings(num_prompts="--limit")
 def review_command(
     db: Annotated[
         str, typer.Option(help="Review queue written by `data curate` (a file or a postgresql:// URL).")
     ],
-    limit: Annotated[int | None, typer.Option(help="Review at most this many samples.")] = None,
+    num_prompts: Annotated[int | None, typer.Option(help="Review at most this many samples.")] = None,
     task: Annotated[str | None, typer.Option(help="Curation task, when the file holds several.")] = None,
     reviewer: Annotated[
         str | None, typer.Option(help="Name your decisions are recorded under (default: your login).")
@@ -334,7 +335,7 @@ def review_command(
     by = reviewer or getpass.getuser()
     queue = ReviewQueue(db, task=task)
     try:
-        for row in queue.pending(limit):
+        for row in queue.pending(num_prompts):
             score = "-" if row["clip_score"] is None else f"{row['clip_score']:.3f}"
             console.print(
                 f"\n[bold]{row['id']}[/] {row['file']}\n  caption: {row['text']}\n  clip score: {score}"

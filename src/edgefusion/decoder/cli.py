@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from edgefusion.cli_options import old_spellings
+
 decoder_app = typer.Typer(
     help="Tiny image decoders (TAESD layout): distil one from a pipeline's VAE, measure it.",
     no_args_is_help=True,
@@ -52,6 +54,7 @@ def distill_command(
 
 
 @decoder_app.command("compare")
+@old_spellings(num_prompts="--limit")
 def compare_command(
     vae: Annotated[str, typer.Option(help="The decoder to measure: a decoder or pipeline folder.")],
     model: Annotated[str, typer.Option(help="Pipeline folder or toy:NAME whose VAE is the reference.")] = (
@@ -64,7 +67,7 @@ def compare_command(
     prompts: Annotated[
         Path | None, typer.Option(help="Prompt file (default: the evaluator's, e.g. the toy eval prompts).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Generate for the first N prompts.")] = 50,
+    num_prompts: Annotated[int, typer.Option(help="Generate for the first N prompts.")] = 50,
     steps: Annotated[
         int | None, typer.Option(help="Sampling steps (default: 2 for LCM models, else 25).")
     ] = None,
@@ -79,6 +82,6 @@ def compare_command(
     from edgefusion.quant.quantize import ReportSettings
 
     settings = ReportSettings(
-        num_prompts=limit, steps=steps, guidance=guidance, seed=seed, prompts_file=prompts
+        num_prompts=num_prompts, steps=steps, guidance=guidance, seed=seed, prompts_file=prompts
     )
     typer.echo(json.dumps(compare_decoders(model, vae, settings, data, latents), indent=2))

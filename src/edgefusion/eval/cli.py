@@ -12,13 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefusion.cli_options import old_spellings
+from edgefusion.cli_options import SettingsGroup, config_file, old_spellings
 from edgefusion.eval.clip import DEFAULT_OPEN_CLIP_ARCH
 from edgefusion.eval.inception import WEIGHTS_FILE
 
 eval_app = typer.Typer(
     help="Score a model or an image folder on a prompt file: IS, FID, KID, CLIP score, toy metrics.",
     invoke_without_command=True,
+    cls=SettingsGroup,
 )
 console = Console()
 
@@ -66,6 +67,7 @@ ClipArchOption = Annotated[str, typer.Option(help="open_clip architecture of a c
 
 
 @eval_app.callback()
+@config_file("eval")
 @old_spellings(num_prompts="--limit")
 def eval_command(
     ctx: typer.Context,
@@ -164,11 +166,10 @@ def toy_evaluation(
 ) -> None:
     """Generate for the prompts and print the toy world's scores: attribute accuracy, toy CLIP
     score, FID_toy; with ``renders``, of renders of the prompts instead (the ceiling)."""
-    from edgefusion.eval.prompts import prompt_file
     from edgefusion.toy.metrics import ToyEvaluator, evaluate_toy_model, render_prompts, score_images
     from edgefusion.toy.prompts import load_prompts
 
-    texts = load_prompts(prompt_file(prompts or "eval"), num_prompts)
+    texts = load_prompts(prompts or "eval", num_prompts)
     if renders:
         result = score_images(render_prompts(texts, seed=seed + 1), texts, ToyEvaluator())
         result["settings"] = {"model": "renders", "seed": seed}

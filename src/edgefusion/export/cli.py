@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from edgefusion.cli_options import old_spellings, prompts_or_count
+from edgefusion.cli_options import Command, config_file, old_spellings, prompts_or_count
 from edgefusion.quant.cli import ReportGuidance, ReportPrompts, ReportSteps, report_num_prompts
 
 console = Console()
 
 
+@config_file("export")
 @old_spellings(model="SRC")
 def export_command(
     model: Annotated[
@@ -63,4 +64,4 @@ def export_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``export`` to the main ``edgefusion`` app."""
-    app.command("export")(export_command)
+    app.command("export", cls=Command)(export_command)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefusion.cli_options import old_spellings, prompts_or_count
+from edgefusion.cli_options import Command, config_file, old_spellings, prompts_or_count
 
 console = Console()
 
@@ -38,6 +38,7 @@ def report_num_prompts(default: int) -> object:
     return typer.Option("--num-prompts", help=f"Report on the first N prompts (default {default}).")
 
 
+@config_file("quantize")
 @old_spellings(model="SRC", prompts="--prompts-file")
 def quantize_command(
     model: Annotated[
@@ -111,4 +112,4 @@ def quantize_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``quantize`` to the main ``edgefusion`` app."""
-    app.command("quantize")(quantize_command)
+    app.command("quantize", cls=Command)(quantize_command)

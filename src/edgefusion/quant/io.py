@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.pipeline.load import as_generation_pipeline, cast_, quiet_progress_bars, set_scheduler
-from edgefusion.quant.w8a16 import W8A16Config, quantize_
+from edgefusion.quant.w8a16 import W8A16Config, quantize_, upcast_16bit_layers_on_cpu
 
 QUANT_CONFIG = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
@@ -89,7 +89,9 @@ def load_quantized_unet(path: str | Path):
 def load_quantized_pipeline(path: str | Path, scheduler: str | None = None, **_):
     """The generation pipeline (SD, or LCM for an LCM U-Net) with the W8A16 U-Net; every component
     computes in the config's 16-bit activation dtype (a dtype asked of the ``w8a16`` backend is
-    ignored). ``scheduler`` swaps the sampler, as for any torch pipeline."""
+    ignored), on a CPU with float32 arithmetic inside each convolution and linear layer
+    (:func:`~edgefusion.quant.w8a16.upcast_on_cpu`). ``scheduler`` swaps the sampler, as for any
+    torch pipeline."""
     from diffusers import StableDiffusionPipeline
 
     path = Path(path)
@@ -106,6 +108,8 @@ def load_quantized_pipeline(path: str | Path, scheduler: str | None = None, **_)
         safety_checker=None,
         requires_safety_checker=False,
     )
+    for component in (pipe.unet, pipe.text_encoder, pipe.vae):
+        upcast_16bit_layers_on_cpu(component)
     pipe = as_generation_pipeline(pipe)
     if scheduler is not None:
         set_scheduler(pipe, scheduler)

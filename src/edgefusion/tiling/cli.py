@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefusion.cli_options import old_spellings
+from edgefusion.cli_options import Command, old_spellings
 
 tile_app = typer.Typer(help="Model-level tiling of attention for an NPU's SRAM.", no_args_is_help=True)
 console = Console()
@@ -101,7 +101,7 @@ def plan_command(
     console.print(table)
 
 
-@tile_app.command("apply")
+@tile_app.command("apply", cls=Command)
 @old_spellings(model="SRC", size="--resolution")
 def apply_command(
     model: Annotated[str, typer.Option("--model", help="Pipeline folder or shipped toy name.")],

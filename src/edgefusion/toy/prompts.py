@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.eval.prompts import prompt_file
 from edgefusion.inputs import read_text_file
 from edgefusion.limits import check_limit
 from edgefusion.toy.captions import canonical_caption
@@ -19,7 +20,6 @@ from edgefusion.toy.world import HELD_OUT_COMBOS, POSITIONS, SIZES, Scene, Shape
 
 EVAL_PROMPTS_PATH = Path(__file__).parent / "eval_prompts.txt"
 VAL_PROMPTS_PATH = Path(__file__).parent / "val_prompts.txt"
-PROMPT_SETS = {"eval": EVAL_PROMPTS_PATH, "val": VAL_PROMPTS_PATH}
 
 
 def _held_out_single(rng: random.Random) -> Scene:
@@ -57,10 +57,11 @@ def make_val_prompts() -> list[str]:
 
 def load_prompts(path: str | Path = EVAL_PROMPTS_PATH, limit: int | None = None) -> list[str]:
     """The first ``limit`` (default: all) prompts of a text file, one per line (blank lines and
-    ``#`` comments skipped); ``eval`` and ``val`` name the shipped sets. A missing, binary or
-    empty file is an error."""
+    ``#`` comments skipped), or of a named prompt set: ``eval`` and ``val`` are the shipped sets,
+    registered with every other command's ``--prompts`` (``toy/plugins.py``), so the one lookup of
+    ``edgefusion.eval.prompts`` resolves them here too. A missing, binary or empty file is an error."""
     check_limit(limit)
-    path = Path(PROMPT_SETS.get(str(path), path))
+    path = prompt_file(path)
     lines = read_text_file(path, "prompt file").splitlines()
     prompts = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not prompts:

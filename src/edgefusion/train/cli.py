@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edgefusion.cli_options import old_spellings
+from edgefusion.cli_options import Command, old_spellings
 
 console = Console()
 
@@ -78,7 +78,7 @@ checkpoint_app = typer.Typer(
 )
 
 
-@checkpoint_app.command("pack")
+@checkpoint_app.command("pack", cls=Command)
 @old_spellings(out="OUT")
 def pack_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder of train, distill or lcm.")],
@@ -93,7 +93,7 @@ def pack_command(
     console.print(f"[green]packed[/] {run_dir} -> {out} ({size:.1f} MiB)")
 
 
-@checkpoint_app.command("unpack")
+@checkpoint_app.command("unpack", cls=Command)
 @old_spellings(out="RUN_DIR")
 def unpack_command(
     packed: Annotated[Path, typer.Argument(help="A folder written by `edgefusion checkpoint pack`.")],

@@ -58,6 +58,10 @@ class LoopConfig:
     ``batch_size`` is per device and per micro-batch; the effective batch is ``batch_size x
     gradient_accumulation x processes``. The learning rate warms up linearly for
     ``lr_warmup_steps`` optimizer steps, then stays constant. ``ema_decay`` None disables EMA.
+    A run saves a resumable checkpoint every ``checkpoint_every`` steps and, unless
+    ``final_checkpoint`` is false, at its last step: at full size that checkpoint (weights, EMA
+    and Adam's moments) is several times the output, which a run that will not be continued
+    does not need.
     """
 
     steps: int = 1000
@@ -75,6 +79,7 @@ class LoopConfig:
     ema_decay: float | None = 0.9999
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    final_checkpoint: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

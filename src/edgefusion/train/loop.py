@@ -51,6 +51,7 @@ RESUMABLE_KEYS = (
     "train.steps",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.final_checkpoint",
     "data.num_workers",
     "out",
     "overwrite",
@@ -235,7 +236,7 @@ def train(
         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4g}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or (step == cfg.steps and cfg.final_checkpoint):
             save_training_state(accelerator, checkpoints, step, ema, cfg.keep_checkpoints)
     bar.close()
     last = {k: v for k, v in row.items() if k not in ("step", "lr", "grad_norm", "skipped", "seconds")}
