@@ -159,3 +159,18 @@ def test_a_command_s_options_are_a_typed_dataclass():
     assert options.__name__ == "GenerateOptions"
     assert options().steps is None and options().n == 1 and options().model == "toy:edgefusion"
     assert options.__dataclass_fields__["size"].type == int | None
+
+
+def test_compress_and_tile_take_a_file_and_settings(tmp_path):
+    """The remaining stages on the same mechanism: real runs on the built-in configs (no weights)."""
+    config = _config(tmp_path, model="sd-v1.4", variant="tiny")
+    result = _run("compress", "--config", config, f"out={tmp_path / 'tiny'}")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tiny" / "config.json").is_file()
+    plan = _config(tmp_path, sram="2MiB", model="sd-v1.4", size=256)
+    result = _run("tile", "plan", "--config", plan, "variant=tiny", "--json")
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)  # BK-Tiny's 18 attention layers (SD-v1.4 has 32), at 256 px
+    assert len(layers) == 18 and max(layer["q_len"] for layer in layers) == (256 // 8) ** 2
+    result = _run("tile", "plan", "--config", _config(tmp_path, sram="2MiB", sise=256))
+    assert "unknown tile plan option sise" in str(result.exception)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefusion.arch.removal import VARIANTS
-from edgefusion.cli_options import Command, old_spellings
+from edgefusion.cli_options import Command, config_file, old_spellings
 from edgefusion.pipeline.configs import BUILTIN_MODELS
 
 _SOURCES_HELP = (
@@ -23,6 +23,7 @@ _COMPONENT_LABELS = {"text_encoder": "text encoder", "unet": "U-Net", "vae_decod
 console = Console()
 
 
+@config_file("compress")
 @old_spellings(model="--teacher")
 def compress_command(
     model: Annotated[str, typer.Option("--model", help=f"Teacher to compress: {_SOURCES_HELP}.")],

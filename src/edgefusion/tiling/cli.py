@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgefusion.cli_options import Command, old_spellings
+from edgefusion.cli_options import Command, config_file, old_spellings
 
 tile_app = typer.Typer(help="Model-level tiling of attention for an NPU's SRAM.", no_args_is_help=True)
 console = Console()
@@ -24,6 +24,7 @@ _Overhead = Annotated[
 
 
 @tile_app.command("plan")
+@config_file("tile plan")
 @old_spellings(size="--resolution")
 def plan_command(
     sram: _Sram,
@@ -102,6 +103,7 @@ def plan_command(
 
 
 @tile_app.command("apply", cls=Command)
+@config_file("tile apply")
 @old_spellings(model="SRC", size="--resolution")
 def apply_command(
     model: Annotated[str, typer.Option("--model", help="Pipeline folder or shipped toy name.")],
