@@ -32,7 +32,15 @@ def test_usage_errors_exit_2_with_the_usage_message(args, message, capsys, monke
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
     out = tmp_path / "data"
     command = [sys.executable, "-m", "edgefusion.cli", "toy", "data", "--n", "200000", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the child the default, as a terminal would.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 600  # generous: a loaded 2-core machine can take minutes
     while not any(tmp_path.iterdir()) and time.time() < deadline:  # wait for its staging folder
         time.sleep(0.2)
