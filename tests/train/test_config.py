@@ -77,4 +77,5 @@ def test_missing_teacher_and_data_are_reported() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_shipped_example_configs_load(path: Path) -> None:
     config = load_config(KDConfig, path)
-    assert config.variant == "tiny" and config.data.cache == "runs/kd/cache-toy"
+    # The v1 runs share one latent cache; the shipped run's v2 teacher has another text encoder.
+    assert config.variant == "tiny" and config.data.cache.startswith("runs/kd/cache-toy")
