@@ -100,5 +100,5 @@ def write_lcm_pipeline(folder: Path, guidance_weights_std: float | None = 0.5) -
     if guidance_weights_std is not None:
         torch.nn.init.normal_(unet.time_embedding.cond_proj.weight, std=guidance_weights_std)
     write_pipeline(folder, unet)
-    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config)
+    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config, 50)
     return folder

@@ -11,6 +11,7 @@ from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 from safetensors.torch import load_file, save_file
 
 from edgefusion.arch import compress, compress_path
+from edgefusion.arch.compression import copy_pipeline_without_unet
 from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.pipeline.configs import builtin_config
@@ -221,3 +222,20 @@ def _ldm_layer(kind: str, rest: list[str]) -> str:
     if kind == "resnets":
         return ".".join([_RESNET_TO_LDM[rest[0]], *rest[1:]])
     return ".".join(rest)
+
+
+@pytest.mark.parametrize("component,kept", [("unet", {"model_index.json", "vae"}), ("vae", None)])
+def test_a_new_unet_leaves_the_old_ones_stage_records_behind(tmp_path, component, kept) -> None:
+    """The root's stage record (how the replaced U-Net was trained) must not describe a student;
+    a new decoder keeps it, as the U-Net it describes stays."""
+    source = tmp_path / "source"
+    for folder in ("unet", "vae"):
+        (source / folder).mkdir(parents=True)
+        (source / folder / "config.json").write_text("{}")
+    (source / "model_index.json").write_text("{}")
+    (source / "lcm.yaml").write_text("student: toy:bk-tiny-adv\n")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    copy_pipeline_without_unet(source, dest, component)
+    names = {entry.name for entry in dest.iterdir()}
+    assert names == (kept if kept is not None else {"model_index.json", "unet", "lcm.yaml"})

@@ -38,7 +38,7 @@ def micro_lcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     unet = random_unet(config)
     folder = write_pipeline(tmp_path_factory.mktemp("cpu-backends") / "lcm", unet)
-    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config)
+    write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config, 50)
     return folder
 
 

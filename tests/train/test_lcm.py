@@ -75,17 +75,29 @@ def lcm_config(tmp_path: Path, teacher_pipeline: Path, toy_images: Path):
     return make
 
 
-@pytest.mark.parametrize("steps,expected", [(1, [999]), (2, [999, 499]), (4, [999, 759, 499, 259])])
-def test_lcm_scheduler_timesteps_of_a_written_model_are_diffusers_lcm_grid(tmp_path, steps, expected) -> None:
+@pytest.mark.parametrize(
+    "grid,steps,expected",
+    [
+        (50, 1, [999]),
+        (50, 2, [999, 499]),
+        (50, 4, [999, 759, 499, 259]),
+        (10, 2, [999, 499]),
+        (10, 4, [999, 799, 499, 299]),
+    ],
+)
+def test_lcm_scheduler_timesteps_of_a_written_model_lie_on_the_distillation_grid(
+    tmp_path, grid, steps, expected
+) -> None:
     folder = tmp_path / "model"
     (folder / "scheduler").mkdir(parents=True)
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-    lcm.write_lcm_scheduler(folder, DDIMScheduler(**ZERO_SNR_V, timestep_spacing="trailing").config)
+    schedule = DDIMScheduler(**ZERO_SNR_V, timestep_spacing="trailing").config
+    lcm.write_lcm_scheduler(folder, schedule, grid)
     ours = LCMScheduler.from_pretrained(folder / "scheduler")
     ours.set_timesteps(steps)
     assert ours.timesteps.tolist() == expected
     # Every inference timestep lies on the solver's grid, where the student was trained.
-    solver = DDIMSolver(ours.alphas_cumprod, 50)
+    solver = DDIMSolver(ours.alphas_cumprod, grid)
     assert set(expected) <= set(solver.timesteps.tolist())
     assert ours.config.prediction_type == "v_prediction" and ours.config.rescale_betas_zero_snr
 

@@ -133,9 +133,16 @@ def compress_path(
 
 def copy_pipeline_without_unet(pipeline: Path, dest: Path, component: str = "unet") -> None:
     """Copy every file and component folder of a diffusers pipeline except ``component`` (its
-    U-Net unless told otherwise), for a writer that saves its own version of that part."""
+    U-Net unless told otherwise), for a writer that saves its own version of that part.
+
+    A new U-Net also drops the root's stage records (``train.yaml``, ``distill.yaml``,
+    ``lcm.yaml``: every root file but ``model_index.json``): they tell how the replaced U-Net was
+    made, and the writer records its own. A new decoder keeps them, as the U-Net they describe
+    stays."""
     for entry in pipeline.iterdir():
         if entry.name == component:
+            continue
+        if component == "unet" and entry.is_file() and entry.name != "model_index.json":
             continue
         if entry.is_dir():
             shutil.copytree(entry, dest / entry.name)

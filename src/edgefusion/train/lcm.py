@@ -307,17 +307,22 @@ def lcm_distill(config: LCMConfig) -> StageReport:
         provenance,
         result,
         data,
-        extra=lambda folder: write_lcm_scheduler(folder, noise_scheduler.config),
+        extra=lambda folder: write_lcm_scheduler(folder, noise_scheduler.config, config.num_ddim_steps),
     )
 
 
-def write_lcm_scheduler(folder: Path, schedule: Any) -> None:
+def write_lcm_scheduler(folder: Path, schedule: Any, num_ddim_steps: int) -> None:
     """Make ``folder`` an LCM pipeline: an ``LCMScheduler`` of the same training schedule, and a
     model index naming it (``LatentConsistencyModelPipeline`` and ``StableDiffusionPipeline`` both
-    load the folder)."""
+    load the folder).
+
+    The scheduler's ``original_inference_steps`` is the distillation grid, so few-step sampling
+    picks its timesteps among those the student was trained on (with 10 grid steps and 4 sampling
+    steps: 999, 799, 499, 299, not points between the grid's)."""
     from diffusers import LCMScheduler
 
-    LCMScheduler.from_config(schedule).save_pretrained(folder / "scheduler")
+    scheduler = LCMScheduler.from_config(schedule, original_inference_steps=num_ddim_steps)
+    scheduler.save_pretrained(folder / "scheduler")
     index_file = folder / "model_index.json"
     index = json.loads(index_file.read_text(encoding="utf-8"))
     index["_class_name"] = "LatentConsistencyModelPipeline"
