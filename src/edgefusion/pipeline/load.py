@@ -19,6 +19,7 @@ import torch
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import check_model_folder, first_line
 from edgefusion.pipeline.lcm import is_lcm
+from edgefusion.pipeline.lora import is_lora_folder, load_lora_pipeline
 from edgefusion.pipeline.registry import claiming_backend, get_backend, register_backend
 from edgefusion.pipeline.sources import resolve_model_path
 
@@ -47,9 +48,12 @@ def load_pipeline(
 
 def _load_torch(path: Path, dtype: torch.dtype = torch.float32, scheduler: str | None = None):
     """The ``torch`` backend: a diffusers pipeline folder, checked first
-    (:func:`~edgefusion.inputs.check_model_folder`), so a corrupt file is a one-line error."""
+    (:func:`~edgefusion.inputs.check_model_folder`), so a corrupt file is a one-line error; or a
+    LoRA folder, as its base with the adapters fused in (:mod:`edgefusion.pipeline.lora`)."""
     from diffusers import StableDiffusionPipeline
 
+    if is_lora_folder(path):
+        return load_lora_pipeline(path, lambda base: _load_torch(resolve_model_path(base), dtype, scheduler))
     if not (path / "model_index.json").exists():
         raise EdgefusionError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
     check_model_folder(path)

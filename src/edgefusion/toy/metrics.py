@@ -79,6 +79,15 @@ class ToyEvaluator:
         return torch.cat([self.classifier.embed(self._prepare(c)) for c in images.split(256)]).numpy()
 
     @torch.no_grad()
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """The toy CLIP's image embeddings (projected, not normalized): the space of CLIP-I."""
+        parts = []
+        for chunk in images.split(256):
+            features = self.clip.get_image_features(pixel_values=self._prepare(chunk))
+            parts.append(features if torch.is_tensor(features) else features.pooler_output)
+        return torch.cat(parts)
+
+    @torch.no_grad()
     def clip_scores(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Cosine similarity of each image with its prompt in the toy CLIP."""
         scores = []

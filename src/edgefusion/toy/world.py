@@ -123,8 +123,11 @@ def sample_scene(rng: random.Random, p_two_objects: float = 0.4, allow_held_out:
     return Scene((obj,), background)
 
 
-def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
-    """Vertices of a polygonal shape centred at (cx, cy) with circumradius-like extent r."""
+def _shape_polygon(
+    shape: str, cx: float, cy: float, r: float, star_points: int = 5
+) -> list[tuple[float, float]] | None:
+    """Vertices of a polygonal shape centred at (cx, cy) with circumradius-like extent r; a star
+    has ``star_points`` points (inner radius 0.45 r, one point straight up)."""
     if shape == "square":
         s = r * 0.85
         return [(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)]
@@ -133,9 +136,9 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[flo
         return [(cx + r * np.cos(np.radians(a)), cy + 0.15 * r + r * np.sin(np.radians(a))) for a in angles]
     if shape == "star":
         pts = []
-        for k in range(10):
+        for k in range(2 * star_points):
             rad = r if k % 2 == 0 else r * 0.45
-            a = np.radians(-90 + 36 * k)
+            a = np.radians(-90 + 180 / star_points * k)
             pts.append((cx + rad * np.cos(a), cy + 0.05 * r + rad * np.sin(a)))
         return pts
     if shape == "cross":
@@ -157,11 +160,13 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[flo
     return None
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, cx: float, cy: float, r: float, fill) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, obj: ShapeObject, cx: float, cy: float, r: float, fill, star_points: int = 5
+) -> None:
     if obj.shape == "circle":
         draw.ellipse([cx - r * 0.9, cy - r * 0.9, cx + r * 0.9, cy + r * 0.9], fill=fill)
         return
-    poly = _shape_polygon(obj.shape, cx, cy, r)
+    poly = _shape_polygon(obj.shape, cx, cy, r, star_points)
     if poly is None:
         raise ValueError(f"unknown shape {obj.shape!r}; known: {', '.join(SHAPES)}")
     draw.polygon(poly, fill=fill)
@@ -191,16 +196,24 @@ def object_placements(scene: Scene, rng: random.Random) -> list[tuple[ShapeObjec
     return [(o, cx + jit(), cy + jit(), r) for o, (cx, cy) in zip((first, second), centers, strict=True)]
 
 
-def render(scene: Scene, size: int = 64, seed: int = 0, color_jitter: int = 8) -> Image.Image:
+def render(
+    scene: Scene, size: int = 64, seed: int = 0, color_jitter: int = 8, star_points: int = 5
+) -> Image.Image:
     """Render a scene as an anti-aliased RGB image (drawn at 4x, then downsampled).
 
     The seed fixes the positional jitter and the slight colour variation, so the same
-    (scene, size, seed) always gives the same pixels.
+    (scene, size, seed) always gives the same pixels. ``star_points`` draws its stars with that
+    many points: the captions know only the 5-pointed star, and a 6-pointed one is the toy
+    world's personalization subject (:mod:`edgefusion.toy.subject`); it draws no random numbers,
+    so everything else in the image stays as with 5.
     """
+    if star_points < 3:
+        raise ValueError(f"a star needs at least 3 points, got {star_points}")
     rng = random.Random(seed)
     big = size * _SUPERSAMPLE
     img = Image.new("RGB", (big, big), _jittered_color(rng, scene.background, color_jitter))
     draw = ImageDraw.Draw(img)
     for obj, cx, cy, r in object_placements(scene, rng):
-        _draw_shape(draw, obj, cx * big, cy * big, r * big, _jittered_color(rng, obj.color, color_jitter))
+        fill = _jittered_color(rng, obj.color, color_jitter)
+        _draw_shape(draw, obj, cx * big, cy * big, r * big, fill, star_points)
     return img.resize((size, size), Image.Resampling.BOX)

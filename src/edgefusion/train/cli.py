@@ -1,4 +1,4 @@
-"""``edgefusion train``, ``distill`` and ``lcm``: thin wrappers over the training stages."""
+"""``edgefusion train``, ``distill``, ``lcm`` and ``dreambooth``: thin wrappers over the training stages."""
 
 from __future__ import annotations
 
@@ -73,6 +73,55 @@ def lcm_command(
     _print_report("LCM-distilled", lcm_distill(load_config(LCMConfig, config, overrides or [])))
 
 
+def dreambooth_command(
+    overrides: Overrides = None,
+    config: Annotated[Path | None, _config_option("DreamBoothConfig")] = None,
+    model: Annotated[str | None, typer.Option(help="Pipeline folder or toy:NAME to personalize.")] = None,
+    instance_images: Annotated[
+        Path | None, typer.Option(help="Folder of the subject's images (a handful).")
+    ] = None,
+    instance_prompt: Annotated[
+        str | None, typer.Option(help="Prompt of the instance images, with the identifier: 'a sks star'.")
+    ] = None,
+    class_prompt: Annotated[
+        str | None, typer.Option(help="The subject's class: 'a star' (the prior-preservation images).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="The personalized pipeline (or LoRA folder) to write.")
+    ] = None,
+    lora: Annotated[
+        int | None, typer.Option(help="Train LoRA adapters of this rank instead of the whole U-Net.")
+    ] = None,
+) -> None:
+    """DreamBooth: teach a model one subject from a few images (prior preservation with class
+    images the model generates itself); writes a pipeline folder, or with --lora a LoRA folder
+    that diffusers' load_lora_weights and every sampling command (--model) take.
+
+    Options given here win over the config file and KEY=VALUE settings. Re-running the same
+    command resumes from the newest checkpoint in run_dir and reuses its class images.
+
+    Example: edgefusion dreambooth --config configs/dreambooth/toy-full.yaml --model toy:teacher
+    """
+    from edgefusion.config import apply_overrides, config_from_dict
+    from edgefusion.inputs import read_config_mapping
+    from edgefusion.train.dreambooth import DreamBoothConfig, dreambooth
+
+    data = read_config_mapping(config, "config file") if config is not None else {}
+    data = apply_overrides(data, overrides or [])
+    # Typed options go in as they are (a prompt is not parsed as YAML the way a setting is).
+    given = {
+        "model": model,
+        "instance_images": instance_images and str(instance_images),
+        "instance_prompt": instance_prompt,
+        "class_prompt": class_prompt,
+        "out": out and str(out),
+    }
+    data.update({key: value for key, value in given.items() if value is not None})
+    if lora is not None:
+        data["lora"] = {**(data.get("lora") or {}), "rank": lora}
+    _print_report("personalized", dreambooth(config_from_dict(DreamBoothConfig, data)))
+
+
 checkpoint_app = typer.Typer(
     help="Carry a training run between machines: its newest checkpoint, compacted.", no_args_is_help=True
 )
@@ -120,8 +169,9 @@ def _print_report(verb: str, report: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``distill`` and ``lcm`` to the ``edgefusion`` app."""
+    """Add ``train``, ``distill``, ``lcm`` and ``dreambooth`` to the ``edgefusion`` app."""
     app.command("train")(train_command)
     app.command("distill")(distill_command)
     app.command("lcm")(lcm_command)
+    app.command("dreambooth")(dreambooth_command)
     app.add_typer(checkpoint_app, name="checkpoint")
