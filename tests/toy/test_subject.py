@@ -86,6 +86,10 @@ def test_instance_images_show_one_subject_in_varied_contexts(tmp_path) -> None:
     record = json.loads((tmp_path / "inst" / "subject.json").read_text())
     assert record["instance_prompt"] == "a sks star" and record["class_prompt"] == "a star"
     assert record["subject"] == {"shape": "star", "color": SUBJECT_COLOR, "points": SUBJECT_POINTS}
+    # Each image's caption names its context, as the context prompts do.
+    size, position, background = INSTANCE_CONTEXTS[1]
+    caption = files[1].with_suffix(".txt").read_text().strip()
+    assert caption == f"a {size} sks star at the {position} on a {background} background"
     with pytest.raises(Exception, match="already exists"):
         write_instance_images(tmp_path / "inst", 32)
 

@@ -365,7 +365,29 @@ def test_unreadable_instance_images_are_skipped_with_a_warning(db_config, tmp_pa
     with pytest.warns(UserWarning, match="skipped unreadable instance image .*zz-broken.png"):
         report = dreambooth.dreambooth(db_config(f"instance_images={folder}", "train.steps=1"))
     assert report.skipped["corrupt"] == 1
-    assert json.loads((report.out / "unet" / PROVENANCE_FILE).read_text())["instance_images"] == 2
+    record = json.loads((report.out / "unet" / PROVENANCE_FILE).read_text())
+    # Without caption files both images train on the one instance prompt.
+    assert record["instance_images"] == 2 and record["instance_prompts"] == 1
+
+
+def test_instance_images_train_on_their_own_captions(db_config, tmp_path, instances) -> None:
+    """The toy instance images carry caption files (their contexts): five images, five prompts;
+    a caption that does not name the identifier is an error before anything is written."""
+    images = dreambooth.read_instance_images(instances, "a sks star", "sks")
+    assert len(set(images.prompts)) == 5 and all("sks star at the" in p for p in images.prompts)
+    report = dreambooth.dreambooth(db_config("train.steps=1", "prior_preservation=false"))
+    assert json.loads((report.out / "unet" / PROVENANCE_FILE).read_text())["instance_prompts"] == 5
+
+    folder = tmp_path / "captioned"
+    folder.mkdir()
+    image = sorted(instances.glob("*.png"))[0]
+    (folder / image.name).write_bytes(image.read_bytes())
+    (folder / image.with_suffix(".txt").name).write_text("a large star at the left on a blue background\n")
+    with pytest.raises(EdgefusionError, match="does not name the identifier 'sks'"):
+        dreambooth.dreambooth(
+            db_config(f"instance_images={folder}", f"out={tmp_path / 'o2'}", f"run_dir={tmp_path / 'r2'}")
+        )
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "r2").exists()
 
 
 def test_the_command_line_runs_a_micro_dreambooth(db_config, tmp_path, teacher_pipeline, instances) -> None:

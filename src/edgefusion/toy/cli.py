@@ -95,17 +95,20 @@ toy_app.add_typer(subject_app, name="subject")
 
 @subject_app.command("images")
 def subject_images_command(
-    out: Annotated[Path, typer.Option(help="Folder for the instance images (PNG) and subject.json.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the instance images, their captions and subject.json.")
+    ],
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
 ) -> None:
     """Write the subject's instance images: one yellow 6-pointed star at five positions and
-    backgrounds, four of them large (the --instance-images of `edgefusion dreambooth`)."""
+    backgrounds, four of them large, each with its caption ("a large sks star at the left on a
+    green background"), the --instance-images of `edgefusion dreambooth`."""
     from edgefusion.toy.subject import CLASS_PROMPT, INSTANCE_PROMPT, write_instance_images
 
     files = write_instance_images(out, size, overwrite)
     console.print(f"[green]wrote[/] {len(files)} instance images to {out}")
-    console.print(f'instance prompt "{INSTANCE_PROMPT}", class prompt "{CLASS_PROMPT}"')
+    console.print(f'captions in NAME.txt; instance prompt "{INSTANCE_PROMPT}", class prompt "{CLASS_PROMPT}"')
 
 
 @subject_app.command("detector")

@@ -78,9 +78,18 @@ def instance_images(size: int = 64) -> list[Image.Image]:
     ]
 
 
+def subject_caption(size: str, position: str, background: str, identifier: str = IDENTIFIER) -> str:
+    """The subject in a context, in the toy caption grammar with the identifier in the colour's
+    place ("a large sks star at the left on a blue background"): the instance images' captions
+    (every toy training caption names size, position and background) and the context prompts."""
+    article = "an" if background[0] in "aeiou" else "a"
+    return f"a {size} {identifier} {SUBJECT_SHAPE} at the {position} on {article} {background} background"
+
+
 def write_instance_images(out: Path, size: int = 64, overwrite: bool = False) -> list[Path]:
-    """Write the instance images as PNGs to ``out`` (atomically), with ``subject.json`` naming
-    the prompts and each image's context."""
+    """Write the instance images as PNGs to ``out`` (atomically), each with its caption file
+    (``NAME.txt``, which ``edgefusion dreambooth`` trains on), and ``subject.json`` naming the
+    prompts and each image's context."""
     if size < 16:
         raise EdgefusionError(f"--size must be at least 16 pixels, got {size}")
     names = [f"{i:02d}-{s}-{p}-{b}.png" for i, (s, p, b) in enumerate(INSTANCE_CONTEXTS)]
@@ -95,8 +104,10 @@ def write_instance_images(out: Path, size: int = 64, overwrite: bool = False) ->
         ],
     }
     with atomic_output_dir(out, overwrite) as staging:
-        for name, image in zip(names, instance_images(size), strict=True):
+        for name, image, context in zip(names, instance_images(size), INSTANCE_CONTEXTS, strict=True):
             image.save(staging / name, format="PNG")
+            caption = subject_caption(*context)
+            (staging / name).with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
         (staging / SUBJECT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return [out / name for name in names]
 
@@ -107,11 +118,9 @@ def context_prompts(identifier: str = IDENTIFIER) -> list[tuple[str, Scene]]:
     backgrounds = [c for c in COLORS if c != SUBJECT_COLOR]
     prompts = []
     for i, background in enumerate(backgrounds):
-        article = "an" if background[0] in "aeiou" else "a"
         for j, position in enumerate(POSITIONS):
             size = SIZES[(i + j) % len(SIZES)]
-            place = f"at the {position} on {article} {background} background"
-            text = f"a {size} {identifier} {SUBJECT_SHAPE} {place}"
+            text = subject_caption(size, position, background, identifier)
             prompts.append((text, subject_scene(size, position, background)))
     return prompts
 

@@ -26,7 +26,10 @@ The identifier is ``identifier`` when set, else derived: the words of the instan
 the class prompt lacks ("a sks star" minus "a star" is "sks"). An instance prompt without it, a
 class prompt equal to the instance prompt or one that contains the identifier, and an instance
 folder with no readable image are errors before anything is written; unreadable files among
-readable ones are skipped with a warning and counted as ``corrupt``.
+readable ones are skipped with a warning and counted as ``corrupt``. An instance image may carry
+its own caption (``NAME.txt`` beside it, naming the identifier), as diffusers' DreamBooth script
+takes custom instance prompts: "a large sks star at the left on a blue background" tells the model
+which of the image's attributes belong to the subject.
 
 Everything else is the run every training stage shares (:mod:`~edgefusion.train.stage`): the
 accelerate loop (resume, logs, checkpoints, optional EMA, off by default) and the output writer.
@@ -99,7 +102,8 @@ class DreamBoothConfig:
 
     - ``model``: the SD-layout pipeline folder (or ``toy:NAME``) to personalize; an LCM stays one.
     - ``instance_images``: a folder of the subject's images (a handful; unreadable files skipped).
-    - ``instance_prompt``: the prompt of every instance image, with the identifier ("a sks star").
+    - ``instance_prompt``: the prompt of the instance images, with the identifier ("a sks star");
+      an image with a caption file beside it (``NAME.txt``) is trained on that caption instead.
     - ``class_prompt``: the subject's class ("a star"): the class images' prompt.
     - ``class_prompts_file``: a text file of class prompts, one a line (``#`` starts a comment
       line), to vary the class images (class image ``k`` gets prompt ``k`` mod their number, "a
@@ -223,15 +227,29 @@ def subject_identifier(instance_prompt: str, class_prompt: str, identifier: str 
     return " ".join(wanted)
 
 
-def read_instance_images(folder: Path) -> tuple[list[Any], list[Path]]:
-    """The decodable images of ``folder`` (top level, by name) and the image files skipped as
-    unreadable (each warned about); an error when none can be read."""
+@dataclass
+class InstanceImages:
+    """The decodable instance images, each one's prompt, and the image files skipped."""
+
+    images: list[Any]
+    prompts: list[str]
+    skipped: list[Path]
+
+
+def read_instance_images(folder: Path, default_prompt: str, identifier: str) -> InstanceImages:
+    """The decodable images of ``folder`` (top level, by name), each with its prompt, and the
+    image files skipped as unreadable (each warned about); an error when none can be read.
+
+    An image's prompt is the first line of a caption file beside it (``dog1.png``: ``dog1.txt``),
+    else ``default_prompt``. A caption says what else the image shows ("a large sks star at the
+    left on a blue background"), so the model ties the identifier to the subject alone, not to
+    the instance images' backgrounds and places; it must name the identifier."""
     if not folder.is_dir():
         raise EdgefusionError(
             f"instance_images {folder} is not a folder: give the folder of the subject's images"
         )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    images, skipped = [], []
+    images, prompts, skipped = [], [], []
     for file in files:
         image = read_image(SampleRef("", str(file)))
         if image is None:
@@ -239,13 +257,32 @@ def read_instance_images(folder: Path) -> tuple[list[Any], list[Path]]:
             skipped.append(file)
         else:
             images.append(image)
+            prompts.append(_instance_caption(file, identifier) or default_prompt)
     if not images:
         found = f"{len(files)} image file(s), none readable" if files else "no image file"
         raise EdgefusionError(
             f"instance_images {folder} holds {found} ({', '.join(IMAGE_EXTENSIONS)}): "
             "give a folder with the subject's images"
         )
-    return images, skipped
+    return InstanceImages(images, prompts, skipped)
+
+
+def _instance_caption(image: Path, identifier: str) -> str | None:
+    """The first line of ``image``'s caption file, or None when it has none (or an empty one)."""
+    file = image.with_suffix(".txt")
+    if not file.is_file():
+        return None
+    try:
+        lines = file.read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise EdgefusionError(f"cannot read the caption file {file}: {err}") from err
+    caption = lines[0].strip() if lines else ""
+    if caption and not set(_words(identifier)) <= set(_words(caption)):
+        raise EdgefusionError(
+            f"the caption {caption!r} of {file} does not name the identifier {identifier!r}: "
+            f"write it in (e.g. 'a {identifier} star at the left')"
+        )
+    return caption or None
 
 
 class SubjectModel(nn.Module):
@@ -270,12 +307,12 @@ class SubjectModel(nn.Module):
 
 class SubjectPairs(Dataset):
     """Pair ``i``: instance image ``i mod n_instance`` and, with prior preservation, class image
-    ``i mod n_class`` (as VAE posterior mean and std, and the index of its prompt among the class
-    prompts), so an epoch covers the larger set."""
+    ``i mod n_class`` (each as VAE posterior mean and std, and the index of its prompt among the
+    instance or class prompts), so an epoch covers the larger set."""
 
     def __init__(
         self,
-        instance: tuple[torch.Tensor, torch.Tensor],
+        instance: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         prior: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     ) -> None:
         self.instance, self.prior = instance, prior
@@ -284,8 +321,9 @@ class SubjectPairs(Dataset):
         return max(len(self.instance[0]), len(self.prior[0]) if self.prior is not None else 0)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        mean, std = self.instance
-        item = {"instance_mean": mean[index % len(mean)], "instance_std": std[index % len(std)]}
+        mean, std, prompt = self.instance
+        i = index % len(mean)
+        item = {"instance_mean": mean[i], "instance_std": std[i], "instance_prompt": prompt[i]}
         if self.prior is not None:
             mean, std, prompt = self.prior
             k = index % len(mean)
@@ -295,8 +333,9 @@ class SubjectPairs(Dataset):
 
 @dataclass
 class SubjectData:
-    """The encoded pairs, the conditioning of the two prompts (text states, or token ids when the
-    text encoder trains), and the images skipped as unreadable."""
+    """The encoded pairs, the conditioning of the instance and the class prompts (text states, or
+    token ids when the text encoder trains; a pair names its prompts by index), and the images
+    skipped as unreadable."""
 
     dataset: SubjectPairs
     instance_cond: torch.Tensor
@@ -384,12 +423,12 @@ def class_images(config: DreamBoothConfig, run: StageRun, resolution: int) -> li
 
 
 def encode_subject_data(
-    config: DreamBoothConfig, run: StageRun, pipeline: Path, instances: list[Any], skipped: int
+    config: DreamBoothConfig, run: StageRun, pipeline: Path, instances: InstanceImages
 ) -> SubjectData:
-    """Encode instance and class images once with the frozen VAE, and the two prompts with the
+    """Encode instance and class images once with the frozen VAE, and their prompts with the
     frozen text encoder (or as token ids, when it trains)."""
     resolution = config.resolution or native_resolution(pipeline)
-    skips: Counter[str] = Counter(corrupt=skipped)
+    skips: Counter[str] = Counter(corrupt=len(instances.skipped))
     prior_images: list[Any] = []
     prompts = class_prompts(config) if config.prior_preservation else []
     prompt_index: list[int] = []
@@ -418,9 +457,11 @@ def encode_subject_data(
         return encode_text(encoders.tokenizer, encoders.text_encoder, prompts).float()
 
     prior = (*latents(prior_images), torch.tensor(prompt_index)) if prior_images else None
-    dataset = SubjectPairs(latents(instances), prior)
+    instance_prompts = sorted(set(instances.prompts))
+    instance_index = torch.tensor([instance_prompts.index(p) for p in instances.prompts])
+    dataset = SubjectPairs((*latents(instances.images), instance_index), prior)
     class_cond = cond(prompts) if prior is not None else None
-    return SubjectData(dataset, cond([config.instance_prompt]), class_cond, skips)
+    return SubjectData(dataset, cond(instance_prompts), class_cond, skips)
 
 
 def subject_model(config: DreamBoothConfig, run: StageRun, pipeline: Path) -> SubjectModel:
@@ -464,7 +505,8 @@ def dreambooth(config: DreamBoothConfig) -> StageReport:
     ``config.run_dir``, reusing its class images; under ``accelerate launch`` it runs data-parallel."""
     # 1. Everything a user can get wrong is checked before anything is written: the identifier
     #    (by the config), the instance images, the source pipeline, then the run's paths.
-    instances, skipped = read_instance_images(Path(config.instance_images))
+    identifier = subject_identifier(config.instance_prompt, config.class_prompt, config.identifier)
+    instances = read_instance_images(Path(config.instance_images), config.instance_prompt, identifier)
     if config.lora.rank is not None and config.train_text_encoder:
         check_text_encoder_lora()
     pipeline = pipeline_folder(config.model, "model")
@@ -472,7 +514,7 @@ def dreambooth(config: DreamBoothConfig) -> StageReport:
     noise_scheduler = run.noise_schedule(pipeline)
 
     # 2. The data: instance images, class images (generated once, cached), both prompts, encoded.
-    data = encode_subject_data(config, run, pipeline, instances, len(skipped))
+    data = encode_subject_data(config, run, pipeline, instances)
 
     # 3. The model: whole, or frozen with LoRA adapters; an LCM with its guidance embedding.
     model = subject_model(config, run, pipeline)
@@ -480,7 +522,7 @@ def dreambooth(config: DreamBoothConfig) -> StageReport:
     # 4. The objective: instance half and class half in one call.
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         halves = [_latents(batch, "instance", config.sample_posterior, gen)]
-        conds = [data.instance_cond.expand(len(halves[0]), *data.instance_cond.shape[1:])]
+        conds = [data.instance_cond[batch["instance_prompt"].to(data.instance_cond.device)]]
         if data.class_cond is not None:
             halves.append(_latents(batch, "class", config.sample_posterior, gen))
             conds.append(data.class_cond[batch["class_prompt"].to(data.class_cond.device)])
@@ -543,6 +585,7 @@ def _provenance(config: DreamBoothConfig, data: SubjectData) -> dict[str, Any]:
         "class_prompts": len(class_prompts(config)) if config.prior_preservation else 0,
         "identifier": subject_identifier(config.instance_prompt, config.class_prompt, config.identifier),
         "instance_images": len(data.dataset.instance[0]),
+        "instance_prompts": len(data.instance_cond),
         "prior_preservation": config.prior_preservation,
         "prior_loss_weight": config.prior_loss_weight if config.prior_preservation else None,
         "class_images": len(data.dataset.prior[0]) if data.dataset.prior is not None else 0,
