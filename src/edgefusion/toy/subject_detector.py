@@ -42,7 +42,7 @@ from edgefusion.atomic import atomic_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.toy.registry import WEIGHTS_DIR
 from edgefusion.toy.samples import images_to_tensor
-from edgefusion.toy.train import _augment_like_decoder
+from edgefusion.toy.train import augment_like_decoder
 from edgefusion.toy.world import COLORS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, render
 
 #: The shipped detector (weights, config, held-out accuracy), made by the command in its metrics.json.
@@ -245,7 +245,7 @@ def _training_batch(
     for pool_images, pool_labels, share in pools:
         index = (torch.arange(share) + step * share) % len(pool_labels)
         images, labels = torch.cat([images, pool_images[index]]), torch.cat([labels, pool_labels[index]])
-    return _augment_like_decoder(images, torch.Generator().manual_seed(step)), labels
+    return augment_like_decoder(images, torch.Generator().manual_seed(step)), labels
 
 
 @torch.no_grad()

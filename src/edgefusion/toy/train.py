@@ -177,7 +177,7 @@ def _train_one(
     )
 
 
-def _augment_like_decoder(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment_like_decoder(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Blur, noise and colour shifts, so the classifier reads VAE-decoded images as well as renders."""
     b = x.shape[0]
     blur = torch.rand(b, 1, 1, 1, generator=gen) < 0.5
@@ -215,7 +215,7 @@ def train_classifier(cfg: ToyTrainConfig, stage_dir: Path) -> AttributeClassifie
         model.train()
         batch = scene_batch(_CLASSIFIER_STREAM + cfg.seed, step * bsz, bsz, size, allow_held_out=True)
         gen = torch.Generator().manual_seed(step)
-        return {"loss": classifier_loss(model, _augment_like_decoder(batch.images, gen), batch.scenes)}
+        return {"loss": classifier_loss(model, augment_like_decoder(batch.images, gen), batch.scenes)}
 
     _train_one(stage_dir / "run", model, opt, cfg.classifier_steps, loss_fn, cfg, warmup=0, desc="classifier")
     test = scene_batch(
