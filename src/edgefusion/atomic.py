@@ -59,3 +59,27 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
             retired.unlink()
     else:
         staging.rename(out)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file name next to ``path`` to write; it is renamed over ``path`` only if
+    the block ends without error, and deleted otherwise, so a reader never sees half a file (a
+    record of progress that a crash cut short would be worse than none). The name ends in
+    ``.tmp`` and starts with a dot, so leftovers of a killed process are easy to sweep."""
+    path = Path(path)
+    make_output_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write the text file ``path`` whole or not at all (:func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

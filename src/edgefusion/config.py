@@ -11,7 +11,6 @@ a run can tell whether it was made with the same settings.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from edgefusion.atomic import write_text_atomic
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import read_config_mapping
 
@@ -95,12 +95,7 @@ def load_config(
 
 def save_config(config: Any, path: str | Path) -> Path:
     """Write the config as YAML, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:

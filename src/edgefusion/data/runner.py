@@ -11,7 +11,6 @@ killed, on the number of workers or on the engine: each chunk is a pure function
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import time
@@ -22,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgefusion.atomic import make_output_dir
+from edgefusion.atomic import atomic_file, make_output_dir, write_text_atomic
 from edgefusion.config import config_to_dict
 from edgefusion.data.dataset import (
     METADATA_FILE,
@@ -144,7 +143,8 @@ def process_chunk(stage: Stage, out_dir: str, items: list[Item]) -> ChunkResult:
                 result.rejects.append(_reject_row(stage, item, f"unreadable file: {err.strerror or err}"))
                 continue
             file_name = f"{item.id}.{outcome.ext or item.ext or 'png'}"
-            _write_atomic(Path(out_dir) / file_name, data)
+            with atomic_file(Path(out_dir) / file_name) as tmp:
+                tmp.write_bytes(data)
             row = {"file_name": file_name, **row}
         result.rows.append(row)
     return result
@@ -157,12 +157,6 @@ def _reject_row(
     if item.path is not None:
         row["source"] = item.path
     return row
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def unique_ids(items: Iterable[Item]) -> Iterator[Item]:
@@ -372,10 +366,9 @@ def _with_progress(results, name: str, total: int | None, chunk_size: int):
 
 
 def _commit_chunk(progress_dir: Path, index: int, result: ChunkResult) -> None:
-    payload = json.dumps({"rows": result.rows, "rejects": result.rejects})
-    tmp = progress_dir / f".{index:08d}.json.tmp"
-    tmp.write_text(payload, encoding="utf-8")
-    os.replace(tmp, progress_dir / f"{index:08d}.json")
+    write_text_atomic(
+        progress_dir / f"{index:08d}.json", json.dumps({"rows": result.rows, "rejects": result.rejects})
+    )
 
 
 def _finalize(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import statistics
 import tarfile
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefusion.atomic import make_output_dir
+from edgefusion.atomic import atomic_file, make_output_dir, write_text_atomic
 from edgefusion.config import config_to_dict, require
 from edgefusion.data.dataset import REJECTS_FILE, Item, dataset_size, iter_rows, read_dataset, read_stats
 from edgefusion.data.runner import reason_kind
@@ -55,24 +54,21 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_shard(path: Path, items: list[Item]) -> dict[str, Any]:
     """Write one tar atomically; returns its manifest entry."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for item in items:
-            row = {"id": item.id, **item.row}
-            _add_member(tar, f"{item.id}.{item.ext or 'png'}", item.read())
-            _add_member(tar, f"{item.id}.txt", str(row.get("text", "")).encode("utf-8"))
-            _add_member(tar, f"{item.id}.json", json.dumps(row, ensure_ascii=False).encode("utf-8"))
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    entry = {
-        "shard": path.name,
-        "samples": len(items),
-        "bytes": tmp.stat().st_size,
-        "sha256": digest,
-        "first": items[0].id,
-        "last": items[-1].id,
-    }
-    os.replace(tmp, path)
-    return entry
+    with atomic_file(path) as tmp:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for item in items:
+                row = {"id": item.id, **item.row}
+                _add_member(tar, f"{item.id}.{item.ext or 'png'}", item.read())
+                _add_member(tar, f"{item.id}.txt", str(row.get("text", "")).encode("utf-8"))
+                _add_member(tar, f"{item.id}.json", json.dumps(row, ensure_ascii=False).encode("utf-8"))
+        return {
+            "shard": path.name,
+            "samples": len(items),
+            "bytes": tmp.stat().st_size,
+            "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(),
+            "first": items[0].id,
+            "last": items[-1].id,
+        }
 
 
 def shard(
@@ -148,9 +144,7 @@ def _existing_entry(out: Path, name: str, batch: list[Item]) -> dict[str, Any] |
 
 
 def _save_manifest(out: Path, entries: list[dict[str, Any]]) -> None:
-    tmp = out / f".{MANIFEST_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST_FILE)
+    write_text_atomic(out / MANIFEST_FILE, "".join(json.dumps(e) + "\n" for e in entries))
 
 
 def lineage(dataset: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from edgefusion.atomic import atomic_output_dir
+from edgefusion.atomic import atomic_file, atomic_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.toy.subject_detector import Subject
 from edgefusion.toy.world import COLORS, POSITIONS, SIZES, Scene, ShapeObject, render
@@ -220,9 +220,6 @@ def write_sheet(path: Path, images: torch.Tensor, captions: list[str]) -> Path:
     from edgefusion.demo import contact_sheet
     from edgefusion.toy.samples import tensor_to_images
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    contact_sheet(tensor_to_images(images * 2 - 1), captions, cols=5).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    with atomic_file(path) as tmp:
+        contact_sheet(tensor_to_images(images * 2 - 1), captions, cols=5).save(tmp, format="PNG")
+    return Path(path)

@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from edgefusion.atomic import atomic_output_dir
+from edgefusion.atomic import atomic_file, atomic_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.inputs import IMAGE_EXTENSIONS
 from edgefusion.paths import member_path
@@ -468,9 +468,8 @@ def cached_token_ids(
             )
         captions = [r.caption for r in refs]
         ids = torch.cat([tokenize(tokenizer, captions[i : i + 4096]) for i in range(0, len(captions), 4096)])
-        tmp = file.with_name(f".{file.name}.tmp")
-        save_file({"input_ids": ids.to(torch.int32).contiguous()}, str(tmp))
-        os.replace(tmp, file)
+        with atomic_file(file) as tmp:
+            save_file({"input_ids": ids.to(torch.int32).contiguous()}, str(tmp))
     ids = _read_tensor(file, "input_ids")
     if len(ids) != manifest["n"]:
         raise EdgefusionError(f"{file} does not match the cache's {manifest['n']} samples: delete the cache")

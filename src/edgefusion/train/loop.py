@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from edgefusion.atomic import atomic_file
 from edgefusion.config import config_from_dict, config_to_dict, save_config
 from edgefusion.errors import EdgefusionError
 from edgefusion.train.checkpoint import latest_checkpoint, load_training_state, save_training_state
@@ -319,12 +319,10 @@ def _truncate_rows(log: Path, last_step: int) -> None:
     kept = [r for r in rows if int(r["step"]) <= last_step]
     if len(kept) == len(rows):
         return
-    tmp = log.with_name(f".{log.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with atomic_file(log) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(tmp, log)
 
 
 def _column_total(log: Path, column: str) -> int:
