@@ -127,6 +127,7 @@ def _register_subcommands() -> None:
     from edgefusion.eval.cli import eval_app
     from edgefusion.export.cli import register as register_export
     from edgefusion.quant.cli import register as register_quant
+    from edgefusion.recipe.cli import recipe_app
     from edgefusion.review.cli import review_app
     from edgefusion.tiling.cli import tile_app
     from edgefusion.toy.cli import toy_app
@@ -143,6 +144,7 @@ def _register_subcommands() -> None:
     app.add_typer(tile_app, name="tile")
     app.add_typer(review_app, name="review")
     app.add_typer(decoder_app, name="decoder")
+    app.add_typer(recipe_app, name="recipe")
 
 
 class _TorchvisionFallbackNotice(logging.Filter):

@@ -21,12 +21,14 @@ of an earlier stage or a path; default: the previous stage's output) and the sta
         shard_size: 500
 
 Stage ``i`` writes ``out/NN-name``; a finished stage is skipped on a re-run, a killed one resumes.
+The whole file is checked before the first stage runs (:func:`plan_pipeline`), so a bad setting
+in the last stage fails at once; ``edgefusion recipe`` runs the same plan as one of its stages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,21 @@ STAGES: dict[str, StageKind] = {
 _RUN_KEYS = ("workers", "engine", "chunk_size")
 
 
-def run_pipeline(spec: dict[str, Any], overwrite: bool = False, progress: bool = True) -> list[Path]:
-    """Run the stages of a pipeline mapping in order; returns their output folders."""
+@dataclass(frozen=True)
+class PipelineStep:
+    """One checked stage of a pipeline: its kind, its input folder (None: it makes its own data),
+    its config and the folder it writes."""
+
+    kind: StageKind
+    source: Path | None
+    config: Any
+    out: Path
+
+
+def plan_pipeline(spec: dict[str, Any]) -> tuple[list[PipelineStep], RunOptions]:
+    """Check a pipeline mapping whole, before any stage runs: its keys, each stage's kind, input
+    and config (each stage's config class validates its settings); returns the steps in order
+    and how they run (without ``overwrite``)."""
     unknown = sorted(set(spec) - {"input", "out", "stages", *_RUN_KEYS})
     if unknown:
         raise EdgefusionError(
@@ -74,11 +89,10 @@ def run_pipeline(spec: dict[str, Any], overwrite: bool = False, progress: bool =
         )
     if "out" not in spec or not spec.get("stages"):
         raise EdgefusionError("a pipeline needs 'out' (the run folder) and a list of 'stages'")
-    options = RunOptions(
-        **{k: spec[k] for k in _RUN_KEYS if k in spec}, overwrite=overwrite, progress=progress
-    )
+    options = RunOptions(**{k: spec[k] for k in _RUN_KEYS if k in spec})
     run_dir = Path(spec["out"])
     outputs: dict[str, Path] = {}
+    steps = []
     previous: Path | None = Path(spec["input"]) if spec.get("input") else None
     for index, entry in enumerate(spec["stages"], start=1):
         if not isinstance(entry, dict) or entry.get("stage") not in STAGES:
@@ -89,12 +103,21 @@ def run_pipeline(spec: dict[str, Any], overwrite: bool = False, progress: bool =
         source = settings.pop("in", None)
         source_path = outputs.get(source, Path(source)) if source is not None else previous
         config = config_from_dict(kind.config, settings, what=f"{entry['stage']} stage setting")
-        out = run_dir / f"{index:02d}-{name}"
         if source_path is None and entry["stage"] != "synthesize":
             raise EdgefusionError(f"stage {index} ({name}) has no input: set 'input' or 'in'")
-        kind.run(source_path, out, config, options)
-        outputs[name] = previous = out
-    return list(outputs.values())
+        steps.append(PipelineStep(kind, source_path, config, run_dir / f"{index:02d}-{name}"))
+        outputs[name] = previous = steps[-1].out
+    return steps, options
+
+
+def run_pipeline(spec: dict[str, Any], overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """Run the stages of a pipeline mapping in order, all checked first; returns their output
+    folders."""
+    steps, options = plan_pipeline(spec)
+    options = replace(options, overwrite=overwrite, progress=progress)
+    for step in steps:
+        step.kind.run(step.source, step.out, step.config, options)
+    return [step.out for step in steps]
 
 
 def load_pipeline_file(path: str | Path) -> dict[str, Any]:

@@ -11,7 +11,9 @@ Imported with ``edgefusion.toy`` (the command line imports it before any command
   ``--prompts`` takes as a name;
 - the curation tools of :mod:`edgefusion.toy.curation` (:mod:`edgefusion.data.registry`): the
   captioner ``toy``, the prompt source ``toy``, the renderer ``toy:render`` and the curation
-  scorer ``toy``.
+  scorer ``toy``;
+- the recipe stage kind ``toy-data`` (:mod:`edgefusion.toy.recipe_stage`), ``edgefusion toy
+  data`` as a stage of ``edgefusion recipe``.
 
 Only the registration happens on import; the metric models load when an evaluator is asked for.
 """
@@ -27,6 +29,8 @@ from edgefusion.data.registry import CAPTIONERS, PROMPT_SOURCES, RENDERERS, SCOR
 from edgefusion.eval.evaluators import EvaluatorPlugin, register_evaluator
 from edgefusion.eval.prompts import register_prompt_set
 from edgefusion.pipeline.registry import register_model_source
+from edgefusion.recipe.kinds import register_stage_kind
+from edgefusion.toy.recipe_stage import TOY_DATA
 from edgefusion.toy.registry import PREFIX, shipped_path
 
 DEFAULT_EVALUATOR = f"{PREFIX}evaluator"
@@ -84,3 +88,4 @@ CAPTIONERS.register("toy", Deferred(f"{_CURATION}:toy_captioner"))
 PROMPT_SOURCES.register("toy", Deferred(f"{_CURATION}:toy_prompts"))
 RENDERERS.register(f"{PREFIX}render", Deferred(f"{_CURATION}:render_with_records"))
 SCORERS.register("toy", Deferred(f"{_CURATION}:toy_scorer"))
+register_stage_kind(TOY_DATA)

@@ -1,0 +1,131 @@
+"""``edgefusion recipe report DIR``: one self-contained HTML page of a recipe's run folder.
+
+Per stage: what ran, its state and how long it took (from the state file), the curves of every
+loss term its training logged, the metrics an eval stage wrote, and the contact sheet a sheet
+stage made. Images are embedded as base64 PNGs and the page has no script or link to fetch, so
+it can be mailed or opened offline. It reads whatever exists, so it works on a run in progress
+(a stage still ``running`` shows the curves logged so far).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefusion.atomic import write_text_atomic
+from edgefusion.errors import EdgefusionError
+from edgefusion.recipe.plots import plot_curves, read_curves
+from edgefusion.recipe.sheet import SHEET_FILE
+from edgefusion.recipe.spec import flatten_settings
+from edgefusion.recipe.state import STATE_FILE, StageRecord, read_state
+from edgefusion.train.loop import LOSSES_FILE
+
+REPORT_FILE = "report.html"
+METRICS_FILE = "metrics.json"
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 90%; }
+td, th { border: 1px solid #ddd; padding: .2em .6em; text-align: left; }
+.done { color: #176617; } .running { color: #a15c00; }
+img { max-width: 100%; }
+"""
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the recipe run in ``folder`` (default: ``folder/report.html``)."""
+    folder = Path(folder)
+    state = read_state(folder)
+    if not state.stages:
+        raise EdgefusionError(
+            f"{folder} holds no recipe run ({STATE_FILE} not found): "
+            "give the folder `edgefusion recipe run` wrote"
+        )
+    names = [n for n in state.order if n in state.stages] + [n for n in state.stages if n not in state.order]
+    sections = [stage_section(name, state.stages[name]) for name in names]
+    title = f"Recipe report: {html.escape(state.recipe or str(folder))}"
+    page = (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
+        f"<p>Folder {html.escape(str(folder.resolve()))}, written {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
+        f"{summary_table(names, state.stages)}{''.join(sections)}</body></html>\n"
+    )
+    return write_text_atomic(Path(out) if out is not None else folder / REPORT_FILE, page)
+
+
+def summary_table(names: list[str], records: dict[str, StageRecord]) -> str:
+    """One row per stage: its name (a link to its section), kind, status and time."""
+    rows = "".join(
+        f"<tr><td><a href='#{html.escape(n)}'>{html.escape(n)}</a></td><td>{html.escape(r.kind)}</td>"
+        f"<td class='{r.status}'>{r.status}</td><td>{_duration(r.seconds)}</td></tr>"
+        for n, r in ((n, records[n]) for n in names)
+    )
+    return f"<table><tr><th>stage</th><th>kind</th><th>status</th><th>time</th></tr>{rows}</table>"
+
+
+def stage_section(name: str, record: StageRecord) -> str:
+    """The section of one stage: its record, loss curves, metrics and contact sheet."""
+    folder = Path(record.folder)
+    parts = [
+        f"<h2 id='{html.escape(name)}'>{html.escape(name)} ({html.escape(record.kind)})</h2>",
+        _facts(record),
+    ]
+    for log in sorted(folder.rglob(LOSSES_FILE)) if folder.is_dir() else []:
+        curves = read_curves(log)
+        if curves:
+            parts.append(f"<h3>Losses ({html.escape(str(log.relative_to(folder)))})</h3>")
+            parts.append(
+                _image(plot_curves(curves, f"{name}: {len(next(iter(curves.values()))[0])} steps logged"))
+            )
+    for metrics in sorted(folder.rglob(METRICS_FILE)) if folder.is_dir() else []:
+        parts.append(
+            f"<h3>Metrics ({html.escape(str(metrics.relative_to(folder)))})</h3>{metrics_table(metrics)}"
+        )
+    for sheet in sorted(folder.rglob(SHEET_FILE)) if folder.is_dir() else []:
+        parts.append(f"<h3>Contact sheet</h3>{_image(sheet.read_bytes())}")
+    return "<section>" + "".join(parts) + "</section>"
+
+
+def _facts(record: StageRecord) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started)) if record.started else "-"
+    finished = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.finished)) if record.finished else "-"
+    status = record.status if record.status == "done" else "running (or interrupted)"
+    rows = [
+        ("status", f"<span class='{record.status}'>{status}</span>"),
+        ("time", f"{_duration(record.seconds)} over {record.runs} run(s)"),
+        ("last started", started),
+        ("finished", finished),
+        ("output", html.escape(record.output)),
+        ("inputs", html.escape(", ".join(record.inputs) or "none from other stages")),
+    ]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def metrics_table(path: Path) -> str:
+    """The numbers of a ``metrics.json`` (its settings aside) as a two-column table."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return "<p>(being written)</p>"
+    flat: dict[str, Any] = flatten_settings({k: v for k, v in data.items() if k != "settings"})
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>"
+        for k, v in flat.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    return f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
+
+
+def _image(png: bytes) -> str:
+    return f"<img alt='' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {rest:02d}s" if hours else f"{minutes}m {rest:02d}s"
