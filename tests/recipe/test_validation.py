@@ -180,7 +180,8 @@ def test_the_toy_recipe_plans_every_stage_as_new(tmp_path, monkeypatch):
         0.1,
         "float16",
     )
-    assert (lcm.train.steps, lcm.num_ddim_steps, lcm.w_min, lcm.w_max) == (750, 4, 1.0, 1.0)
+    lcm_settings = (lcm.train.steps, lcm.num_ddim_steps, lcm.teacher_steps, lcm.w_min, lcm.w_max)
+    assert lcm_settings == (1000, 4, 4, 1.0, 1.0)
     assert lcm.student == str(tmp_path / "out/distill/out") and kd.data.path == str(tmp_path / "out/data/out")
     data = plan.stage("data").config
     assert (data.kind, data.num_prompts, data.seed, data.size) == ("clean", 20000, 7, 64)

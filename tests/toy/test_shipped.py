@@ -19,8 +19,8 @@ from edgefusion.toy.samples import scene_batch
 # shape 0.75, size 1.0;
 # bk-tiny-adv (25 steps at its recorded CFG 2): all 0.725, background 1.0, color 0.975,
 # position 1.0, shape 0.75, size 1.0;
-# edgefusion (2 LCM steps, its recorded guidance 2): all 0.6, background 1.0, color 0.95,
-# position 1.0, shape 0.625, size 0.925.
+# edgefusion (2 LCM steps, its recorded guidance 2): all 0.625, background 1.0, color 0.975,
+# position 1.0, shape 0.65, size 0.925.
 FLOORS = {
     "teacher": {"all": 0.65, "background": 0.9, "color": 0.9, "position": 0.9, "shape": 0.65, "size": 0.9},
     "bk-tiny-adv": {
@@ -32,11 +32,11 @@ FLOORS = {
         "size": 0.9,
     },
     "edgefusion": {
-        "all": 0.525,
+        "all": 0.55,
         "background": 0.9,
-        "color": 0.875,
+        "color": 0.9,
         "position": 0.9,
-        "shape": 0.55,
+        "shape": 0.575,
         "size": 0.85,
     },
 }

@@ -29,6 +29,7 @@ from edgefusion.train.lcm import (
     add_guidance_embedding,
     boundary_scalings,
     guidance_embedding,
+    guided_ddim_solve,
     lcm_distill,
     lcm_loss,
     x0_and_eps,
@@ -134,6 +135,68 @@ def test_ddim_solver_step_equals_diffusers_ddim_step(config) -> None:
             ours = solver.step(x0, eps, torch.tensor([index, index]))
             theirs = scheduler.step(output, int(t), sample, eta=0.0).prev_sample
             assert torch.allclose(ours, theirs, atol=1e-5), index
+
+
+def test_teacher_steps_solve_the_guided_ode_as_diffusers_ddim_does(micro) -> None:
+    """``guided_ddim_solve`` is DDIMScheduler with classifier-free guidance on the same grid, each
+    sample from its own grid index, stopping at t = 0."""
+    teacher = micro.unet(seed=1).eval()
+    scheduler = DDIMScheduler(**SD_EPS, timestep_spacing="trailing")
+    scheduler.set_timesteps(4)
+    solver = DDIMSolver(scheduler.alphas_cumprod, 4)
+    gen = torch.Generator().manual_seed(0)
+    x, text = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 5, micro.text_width, generator=gen)
+    uncond, w = torch.zeros(1, 5, micro.text_width), torch.tensor([1.0, 2.5])
+
+    def diffusers_ddim(sample: torch.Tensor, row: int, timesteps: list[int]) -> torch.Tensor:
+        for t in timesteps:
+            both = teacher(torch.cat([sample, sample]), t, torch.cat([text[row : row + 1], uncond])).sample
+            eps_c, eps_u = both.chunk(2)
+            sample = scheduler.step(eps_u + (1 + w[row]) * (eps_c - eps_u), t, sample, eta=0.0).prev_sample
+        return sample
+
+    with torch.no_grad():
+        ours, reached = guided_ddim_solve(
+            teacher, solver, x, torch.tensor([3, 1]), 3, text, uncond, w, "epsilon"
+        )
+        full = diffusers_ddim(x[:1], 0, [999, 749, 499])  # three of four steps: it ends at t = 249
+        to_zero = diffusers_ddim(x[1:], 1, [499, 249])  # two steps reach t = 0; the third is skipped
+    assert reached.tolist() == [249, 0]
+    assert torch.allclose(ours[0], full[0], atol=1e-5) and torch.allclose(ours[1], to_zero[0], atol=1e-5)
+
+
+def test_a_teacher_solve_to_t0_is_the_target_itself(micro) -> None:
+    """With ``teacher_steps`` >= the grid, the target is the teacher's ODE solution: the target
+    network is never called, and one step still lowers the loss."""
+    teacher, student = micro.unet(seed=1), add_guidance_embedding(micro.unet(seed=2), 8).train()
+    scheduler = DDPMScheduler.from_config(DDIMScheduler(**SD_EPS).config)
+    config = LCMConfig(
+        student="s",
+        teacher="t",
+        data=DataConfig(path="d"),
+        num_ddim_steps=4,
+        teacher_steps=4,
+        time_cond_proj_dim=8,
+    )
+
+    class Untouchable(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the target network ran")
+
+    latents, text = torch.randn(4, 4, 8, 8), torch.randn(4, 5, micro.text_width)
+
+    def loss() -> torch.Tensor:
+        gen = torch.Generator().manual_seed(3)
+        solver = DDIMSolver(scheduler.alphas_cumprod, 4)
+        uncond = torch.zeros(1, 5, micro.text_width)
+        return lcm_loss(
+            student, Untouchable(), teacher, solver, scheduler, latents, text, uncond, config, gen
+        )["loss"]
+
+    before = loss()
+    before.backward()
+    torch.optim.SGD(student.parameters(), lr=0.005).step()
+    assert loss().item() < before.item()
 
 
 def test_guidance_embedding_equals_the_lcm_pipelines() -> None:
@@ -253,3 +316,5 @@ def test_config_errors_are_clear() -> None:
         load_config(LCMConfig, None, [*base, "w_min=5", "w_max=2"])
     with pytest.raises(EdgefusionError, match="set student"):
         load_config(LCMConfig, None, ["teacher=t", "data.path=d"])
+    with pytest.raises(EdgefusionError, match="teacher_steps"):
+        load_config(LCMConfig, None, [*base, "teacher_steps=0"])

@@ -13,9 +13,12 @@ objective (latent consistency distillation):
    starts from the init model's behaviour. w is the LCM convention: the teacher's CFG scale is
    ``1 + w``, and at inference ``LatentConsistencyModelPipeline`` embeds ``guidance_scale - 1``.
 3. The teacher (cond and uncond in one batched call) predicts x0 and eps at ``t_{n+k}``, mixed
-   with w; one DDIM step gives the point at ``t_n``.
+   with w; one DDIM step gives the point at ``t_n`` (``teacher_steps`` > 1: that many steps down
+   the grid, stopping at t = 0).
 4. Online prediction ``c_skip(t_{n+k}) x + c_out(t_{n+k}) x0_student``; the target is the same
    made by the target network (an EMA of the student, decay 0.95) at ``t_n``, without gradient.
+   At t = 0 the consistency function is the identity, so a chain of teacher steps that reaches
+   it makes the teacher's own ODE solution the target, with no target network in between.
 5. Loss: L2, or pseudo-Huber ``sqrt(d^2 + c^2) - c``.
 
 Everything else is the run every training stage shares (:mod:`~edgefusion.train.stage`): data
@@ -67,6 +70,10 @@ class LCMConfig:
     - ``pipeline``: text encoder, VAE, tokenizer and training schedule (default: the student's).
     - ``w_min``/``w_max``: guidance weight range (LCM convention, teacher CFG scale ``1 + w``).
     - ``num_ddim_steps``: the DDIM solver grid (50 of 1000 steps: skip k = 20).
+    - ``teacher_steps``: grid steps the teacher solves per consistency pair (LCM: 1). The target
+      network bridges the rest of the way to t = 0; at ``num_ddim_steps`` or more, every target is
+      the teacher's guided DDIM solution itself (no bootstrapping, ``teacher_steps`` times the
+      teacher's cost at the top of the grid).
     - ``target_decay``: EMA decay of the target network (0.95 in LCM).
     - ``time_cond_proj_dim``: width of the guidance embedding the student gains (256 as LCM SD).
     - ``loss``: ``l2`` or ``huber`` (pseudo-Huber with ``huber_c``).
@@ -81,6 +88,7 @@ class LCMConfig:
     w_min: float = 5.0
     w_max: float = 15.0
     num_ddim_steps: int = 50
+    teacher_steps: int = 1
     target_decay: float = 0.95
     time_cond_proj_dim: int = 256
     loss: Literal["l2", "huber"] = "l2"
@@ -100,6 +108,8 @@ class LCMConfig:
             raise EdgefusionError("target_decay must lie in (0, 1)")
         if self.num_ddim_steps < 1:
             raise EdgefusionError("num_ddim_steps must be at least 1")
+        if self.teacher_steps < 1:
+            raise EdgefusionError("teacher_steps must be at least 1 (LCM: 1)")
         if self.time_cond_proj_dim < 2 or self.time_cond_proj_dim % 2:
             raise EdgefusionError("time_cond_proj_dim must be an even number (sin and cos halves)")
         if self.train.ema_decay is not None:
@@ -182,6 +192,47 @@ def add_guidance_embedding(unet: UNet2DConditionModel, dim: int) -> UNet2DCondit
     return student.to(unet.dtype)
 
 
+def guided_ddim_solve(
+    teacher: nn.Module,
+    solver: DDIMSolver,
+    sample: torch.Tensor,
+    index: torch.Tensor,
+    steps: int,
+    text_embeds: torch.Tensor,
+    uncond_embeds: torch.Tensor,
+    w: torch.Tensor,
+    prediction_type: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``steps`` guided DDIM steps of ``teacher`` down ``solver``'s grid from each sample's
+    grid index; a sample stops at t = 0. Returns the points reached and their timesteps.
+
+    Cond and uncond go through the teacher in one batched call, mixed with the LCM weight ``w``
+    (CFG scale ``1 + w``); each round runs only the samples still above t = 0."""
+    alphas = solver.alphas_cumprod
+    x, current = sample, index.clone()
+    for _ in range(steps):
+        active = (current >= 0).nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        t, x_now, text = solver.timesteps[current[active]], x[active], text_embeds[active]
+        both = teacher(
+            torch.cat([x_now, x_now]).to(teacher.dtype),
+            torch.cat([t, t]).to(x.device),
+            torch.cat([text, uncond_embeds.expand_as(text)]).to(teacher.dtype),
+        ).sample.float()
+        x0_both, eps_both = x0_and_eps(
+            both, torch.cat([t, t]), torch.cat([x_now, x_now]), alphas, prediction_type
+        )
+        (x0_c, x0_u), (eps_c, eps_u) = x0_both.chunk(2), eps_both.chunk(2)
+        w_b = _per_sample(w[active.cpu()].double(), x_now)
+        stepped = solver.step(x0_c + w_b * (x0_c - x0_u), eps_c + w_b * (eps_c - eps_u), current[active])
+        x = x.clone()
+        x[active] = stepped.to(x.dtype)
+        current[active] -= 1
+    reached = torch.where(current >= 0, solver.timesteps[current.clamp(min=0)], torch.zeros_like(current))
+    return x, reached
+
+
 def lcm_loss(
     student: nn.Module,
     target: nn.Module,
@@ -199,10 +250,9 @@ def lcm_loss(
     prediction_type = noise_scheduler.config.prediction_type
     alphas = noise_scheduler.alphas_cumprod
 
-    # 1. Grid index n, the pair (t_{n+k}, t_n), and the noisy latents at t_{n+k}.
+    # 1. Grid index n, the noisy latents at t_{n+k}.
     index = torch.randint(0, len(solver.timesteps), (batch,), generator=gen)
     start = solver.timesteps[index]
-    prev = (start - solver.skip).clamp(min=0)
     noise = torch.randn(latents.shape, generator=gen).to(latents)
     noisy = noise_scheduler.add_noise(latents, noise, start.to(device))
 
@@ -217,26 +267,26 @@ def lcm_loss(
     online = c_skip_start * noisy + c_out_start * x0_student
 
     with torch.no_grad():
-        # 3. The teacher's guided estimate, one batched call for cond and uncond, then a DDIM step.
-        both = teacher(
-            torch.cat([noisy, noisy]).to(teacher.dtype),
-            torch.cat([start, start]).to(device),
-            torch.cat([text_embeds, uncond_embeds.expand_as(text_embeds)]).to(teacher.dtype),
-        ).sample.float()
-        x0_both, eps_both = x0_and_eps(
-            both, torch.cat([start, start]), torch.cat([noisy, noisy]), alphas, prediction_type
+        # 3. The teacher's guided DDIM step(s) down the grid, to t_n.
+        x_prev, prev = guided_ddim_solve(
+            teacher,
+            solver,
+            noisy,
+            index,
+            config.teacher_steps,
+            text_embeds,
+            uncond_embeds,
+            w,
+            prediction_type,
         )
-        (x0_c, x0_u), (eps_c, eps_u) = x0_both.chunk(2), eps_both.chunk(2)
-        w_b = _per_sample(w.double(), latents)
-        x0_guided = x0_c + w_b * (x0_c - x0_u)
-        eps_guided = eps_c + w_b * (eps_c - eps_u)
-        x_prev = solver.step(x0_guided, eps_guided, index).to(latents.dtype)
 
-        # 4b. The target network's consistency prediction at t_n.
+        # 4b. The target network's consistency prediction at t_n (the identity at t = 0).
         c_skip_prev, c_out_prev = (_per_sample(c, latents) for c in boundary_scalings(prev))
-        output_prev = target(x_prev, prev.to(device), text_embeds, timestep_cond=w_embed).sample
-        x0_target, _ = x0_and_eps(output_prev, prev, x_prev, alphas, prediction_type)
-        consistency_target = c_skip_prev * x_prev + c_out_prev * x0_target
+        consistency_target = x_prev
+        if (prev > 0).any():
+            output_prev = target(x_prev, prev.to(device), text_embeds, timestep_cond=w_embed).sample
+            x0_target, _ = x0_and_eps(output_prev, prev, x_prev, alphas, prediction_type)
+            consistency_target = c_skip_prev * x_prev + c_out_prev * x0_target
 
     # 5. The distance.
     online, consistency_target = online.float(), consistency_target.float()
@@ -297,6 +347,7 @@ def lcm_distill(config: LCMConfig) -> StageReport:
         # The middle of the distilled range (CFG scale 1 + w): what sampling uses by default.
         "guidance_scale": 1.0 + (config.w_min + config.w_max) / 2,
         "num_ddim_steps": config.num_ddim_steps,
+        "teacher_steps": config.teacher_steps,
         "loss": config.loss,
     }
     student = run.accelerator.unwrap_model(student)
