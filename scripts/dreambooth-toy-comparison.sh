@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DreamBooth on the toy subject (a yellow 6-pointed star) across the compact models: toy:teacher
 # and toy:bk-tiny-adv at their 25 steps, toy:edgefusion (an LCM) at its 2; full fine-tune and LoRA
-# (configs/dreambooth/toy-{full,lora}.yaml); with and without prior preservation. For each trained
+# (configs/dreambooth/toy-{full,lora}.yaml); with and without prior preservation; and LoRA trained
+# on toy:bk-tiny-adv then sampled on toy:edgefusion (lora.sample_on). For each trained
 # model and each untouched base: subject fidelity (large-size context prompts; small ones apart),
 # CLIP-I, prompt fidelity (`toy subject eval`), preservation (1-object all-correct of
 # `eval --prompts val --num-prompts 120`: the set's 120 one-object prompts), training wall time
@@ -12,6 +13,7 @@
 #   scripts/dreambooth-toy-comparison.sh                      # everything (re-running resumes)
 #   MODELS="teacher edgefusion" MODES=full PRIORS=true scripts/dreambooth-toy-comparison.sh
 #   scripts/dreambooth-toy-comparison.sh train.steps=200      # settings go to every dreambooth run
+#   LCM_PATH=false scripts/dreambooth-toy-comparison.sh       # without the LoRA-on-the-LCM rows
 #
 # One thread per process by default (OMP_NUM_THREADS): the toy models gain little from more.
 # A finished step (a subject.json, eval.json or train.json) is never redone; delete it to redo it.
@@ -60,6 +62,23 @@ for model in $MODELS; do
         done
     done
 done
+
+# The LCM path: LoRA trained on toy:bk-tiny-adv (the 25-step model toy:edgefusion was distilled
+# from), recorded for and sampled on toy:edgefusion at its 2 steps (lora.sample_on).
+if [ "${LCM_PATH:-true}" = true ]; then
+    for prior in $PRIORS; do
+        name="edgefusion-lora-from-bk-tiny-adv-prior-$prior"
+        dir="$ROOT/$name"
+        if [ ! -s "$dir/train.json" ]; then
+            mkdir -p "$dir"
+            start=$(date +%s)
+            nice -n 10 "$EF" dreambooth --config configs/dreambooth/toy-lora.yaml --model toy:bk-tiny-adv \
+                --out "$dir/out" run_dir="$dir/run" prior_preservation="$prior" lora.sample_on=toy:edgefusion "$@"
+            echo "{\"seconds\": $(( $(date +%s) - start ))}" > "$dir/train.json"
+        fi
+        score "$name" "$dir/out"
+    done
+fi
 
 # One row per scored folder: the numbers above, the wall time of its dreambooth run (class images
 # included; a resumed run counts its last leg only) and the bytes of what it adds to its base
@@ -119,7 +138,7 @@ root = Path(sys.argv[1])
 prompts = [text for text, scene in context_prompts() if scene.objects[0].size == "large"][::3][:6]
 folders = sorted(p for p in root.iterdir() if (p / "subject.json").is_file())
 folders = [p for p in folders if p.name.endswith("-base")] + [p for p in folders if not p.name.endswith("-base")]
-side, label = 64, 150
+side, label = 64, 230
 sheet = Image.new("RGB", (label + side * len(prompts), side * len(folders)), "white")
 draw = ImageDraw.Draw(sheet)
 for row, folder in enumerate(folders):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import LCMScheduler, StableDiffusionPipeline
-from micro_models import IMAGE_SIZE, write_lcm_pipeline
+from micro_models import IMAGE_SIZE, micro_unet_config, random_unet, write_lcm_pipeline, write_pipeline
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -310,6 +310,37 @@ def test_an_lcm_lora_folder_samples_as_an_lcm(db_config, tmp_path) -> None:
     report = dreambooth.dreambooth(db_config(f"model={lcm}", "lora.rank=2", "train.steps=2"))
     pipe = load_pipeline(report.out)
     assert isinstance(pipe.scheduler, LCMScheduler)
+
+
+def test_adapters_trained_on_the_parent_model_sample_on_its_lcm(
+    db_config, tmp_path, teacher_pipeline
+) -> None:
+    """``lora.sample_on``: the folder records the LCM as its base (and the trained model beside it),
+    loads as that LCM with the adapters fused in, and samples with its scheduler."""
+    lcm = write_lcm_pipeline(tmp_path / "lcm")
+    report = dreambooth.dreambooth(
+        db_config(f"lora.sample_on={lcm}", "lora.rank=2", "train.steps=2", "train.learning_rate=5e-2")
+    )
+    provenance = json.loads((report.out / PROVENANCE_FILE).read_text())
+    assert provenance["base"] == str(lcm.resolve()) and provenance["trained_on"] == str(
+        teacher_pipeline.resolve()
+    )
+    personalized, plain = load_pipeline(report.out), load_pipeline(lcm)
+    assert isinstance(personalized.scheduler, LCMScheduler)
+    weights, own = personalized.unet.state_dict(), plain.unet.state_dict()
+    changed = [name for name in own if not torch.equal(weights[name], own[name])]
+    assert changed and all(any(t in name for t in ("to_q", "to_k", "to_v", "to_out")) for name in changed)
+
+
+def test_adapters_that_would_not_fit_the_model_to_sample_on_are_refused_before_training(
+    db_config, tmp_path
+) -> None:
+    narrow = write_pipeline(tmp_path / "narrow", random_unet(micro_unet_config((16, 32, 32, 32))))
+    with pytest.raises(EdgefusionError, match="does not fit adapters trained on"):
+        dreambooth.dreambooth(db_config(f"lora.sample_on={narrow}", "lora.rank=2"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+    with pytest.raises(EdgefusionError, match="lora.sample_on needs lora.rank"):
+        db_config(f"lora.sample_on={narrow}")
 
 
 @pytest.mark.parametrize(

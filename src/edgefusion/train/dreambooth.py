@@ -72,7 +72,13 @@ from edgefusion.train.data import (
     tokenize,
 )
 from edgefusion.train.loop import RESUMABLE_KEYS, train
-from edgefusion.train.lora import LoRAConfig, add_lora, check_text_encoder_lora, save_lora_weights
+from edgefusion.train.lora import (
+    LoRAConfig,
+    add_lora,
+    check_adapters_fit,
+    check_text_encoder_lora,
+    save_lora_weights,
+)
 from edgefusion.train.losses import forward_process
 from edgefusion.train.models import load_unet, pipeline_folder
 from edgefusion.train.stage import StageReport, StageRun, open_stage
@@ -492,10 +498,11 @@ def subject_model(config: DreamBoothConfig, run: StageRun, pipeline: Path) -> Su
 
 
 def sampling_guidance(config: DreamBoothConfig) -> float:
-    """The guidance the output samples with: the config's, else the one the source records."""
+    """The guidance the output samples with: the config's, else the one the model it samples on
+    records (the source, or ``lora.sample_on``)."""
     if config.guidance_scale is not None:
         return config.guidance_scale
-    recorded = recorded_guidance(resolve_model_path(config.model))
+    recorded = recorded_guidance(resolve_model_path(config.lora.sample_on or config.model))
     return recorded if recorded is not None else DEFAULT_GUIDANCE
 
 
@@ -510,6 +517,9 @@ def dreambooth(config: DreamBoothConfig) -> StageReport:
     if config.lora.rank is not None and config.train_text_encoder:
         check_text_encoder_lora()
     pipeline = pipeline_folder(config.model, "model")
+    if config.lora.sample_on is not None:
+        sample_on = pipeline_folder(config.lora.sample_on, "lora.sample_on")
+        check_adapters_fit(pipeline, sample_on, config.lora.unet_targets)
     run = open_stage(config, [config.model, config.instance_images], MAY_CHANGE)
     noise_scheduler = run.noise_schedule(pipeline)
 
@@ -573,13 +583,13 @@ def _latents(batch: dict[str, Any], half: str, sample_posterior: bool, gen: torc
 
 def _provenance(config: DreamBoothConfig, data: SubjectData) -> dict[str, Any]:
     """How the output was made, and the guidance it samples with."""
-    # A registered name (toy:teacher) stays a name; a folder is recorded wherever it is run from.
-    named = model_source(config.model) is not None
     method = f"LoRA (rank {config.lora.rank})" if config.lora.rank else "full fine-tune"
+    carried = {"trained_on": _model_record(config.model)} if config.lora.sample_on is not None else {}
     return {
         "stage": "dreambooth",
         "method": f"DreamBooth, {method}",
-        "base": config.model if named else str(resolve_model_path(config.model).resolve()),
+        "base": _model_record(config.lora.sample_on or config.model),
+        **carried,
         "instance_prompt": config.instance_prompt,
         "class_prompt": config.class_prompt,
         "class_prompts": len(class_prompts(config)) if config.prior_preservation else 0,
@@ -593,6 +603,12 @@ def _provenance(config: DreamBoothConfig, data: SubjectData) -> dict[str, Any]:
         "guidance_scale": sampling_guidance(config),
         "ema_decay": config.train.ema_decay,
     }
+
+
+def _model_record(spec: str) -> str:
+    """A model as provenance records it: a registered name (toy:teacher) stays a name; a folder is
+    recorded as an absolute path, wherever the run was started from."""
+    return spec if model_source(spec) is not None else str(resolve_model_path(spec).resolve())
 
 
 def _write_lora(config: DreamBoothConfig, model: SubjectModel, record: dict[str, Any]) -> None:

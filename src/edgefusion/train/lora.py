@@ -42,6 +42,10 @@ class LoRAConfig:
     - ``alpha``: the update is scaled by ``alpha / rank``; null takes the rank (scale 1).
     - ``dropout``: dropout on the adapters' input.
     - ``unet_targets`` / ``text_encoder_targets``: the module names that gain adapters.
+    - ``sample_on``: the model the adapters are recorded for, and sample on (null: the trained
+      one). Adapters trained on the model an LCM was distilled from fit the LCM, whose projections
+      have the same shapes, and compose with its few-step sampling as LCM-LoRA does; this
+      personalizes the LCM without a denoising loss on it, which erodes its few steps.
     """
 
     rank: int | None = None
@@ -49,12 +53,17 @@ class LoRAConfig:
     dropout: float = 0.0
     unet_targets: list[str] = field(default_factory=lambda: list(UNET_TARGETS))
     text_encoder_targets: list[str] = field(default_factory=lambda: list(TEXT_ENCODER_TARGETS))
+    sample_on: str | None = None
 
     def __post_init__(self) -> None:
         require(self.rank is None or self.rank >= 1, "lora.rank must be at least 1 (or null: full fine-tune)")
         require(self.alpha is None or self.alpha > 0, "lora.alpha must be positive (or null: the rank)")
         require(0 <= self.dropout < 1, "lora.dropout must lie in [0, 1)")
         require(bool(self.unet_targets), "lora.unet_targets must name at least one module")
+        require(
+            self.sample_on is None or self.rank is not None,
+            "lora.sample_on needs lora.rank: only adapters carry over to another model",
+        )
 
 
 def check_text_encoder_lora() -> None:
@@ -70,6 +79,33 @@ def check_text_encoder_lora() -> None:
             f"LoRA on the text encoder needs peft >= {MIN_PEFT_VERSION} with this transformers "
             f"(installed: {installed}): upgrade peft, or set train_text_encoder=false (U-Net adapters alone)"
         )
+
+
+def check_adapters_fit(trained: Path, sample_on: Path, targets: list[str]) -> None:
+    """Refuse, before training, adapters that would not load on ``sample_on``: every U-Net
+    projection named by ``targets`` in the pipeline folder ``trained`` must exist in ``sample_on``'s
+    U-Net with the same shape (both built from their configs on the meta device: no weights read)."""
+    mine, theirs = _target_shapes(trained, targets), _target_shapes(sample_on, targets)
+    for name, shape in mine.items():
+        if theirs.get(name) != shape:
+            found = "is missing" if name not in theirs else f"is {list(theirs[name])}"
+            raise EdgefusionError(
+                f"lora.sample_on {sample_on} does not fit adapters trained on {trained}: the U-Net "
+                f"projection {name} is {list(shape)} there and {found} in {sample_on}; adapters carry "
+                "over only between U-Nets of the same layout (an LCM and the model it was distilled from)"
+            )
+
+
+def _target_shapes(pipeline: Path, targets: list[str]) -> dict[str, tuple[int, ...]]:
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(pipeline / "unet"))
+    return {
+        name: tuple(module.weight.shape)
+        for name, module in unet.named_modules()
+        if any(name == t or name.endswith(f".{t}") for t in targets) and hasattr(module, "weight")
+    }
 
 
 def add_lora(model: nn.Module, config: LoRAConfig, targets: list[str], seed: int) -> nn.Module:
