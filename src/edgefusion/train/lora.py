@@ -44,8 +44,8 @@ class LoRAConfig:
     - ``unet_targets`` / ``text_encoder_targets``: the module names that gain adapters.
     - ``sample_on``: the model the adapters are recorded for, and sample on (null: the trained
       one). Adapters trained on the model an LCM was distilled from fit the LCM, whose projections
-      have the same shapes, and compose with its few-step sampling as LCM-LoRA does; this
-      personalizes the LCM without a denoising loss on it, which erodes its few steps.
+      have the same shapes, and compose with its few-step sampling as LCM-LoRA does: one training
+      personalizes both the many-step model and its LCM.
     """
 
     rank: int | None = None
