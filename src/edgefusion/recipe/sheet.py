@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from edgefusion.atomic import atomic_file
 from edgefusion.errors import EdgefusionError
 
 SHEET_FILE = "sheet.png"
@@ -64,11 +65,9 @@ def make_sheet(config: SheetConfig) -> Path:
             progress=False,
         )
         rows.append((label, [Image.open(folder / r["file_name"]).convert("RGB") for r in records]))
-    sheet = out / SHEET_FILE
-    tmp = out / f".{SHEET_FILE}.tmp"
-    grid(rows, config.prompts, config.scale).save(tmp, format="PNG")
-    tmp.replace(sheet)
-    return sheet
+    with atomic_file(out / SHEET_FILE) as tmp:
+        grid(rows, config.prompts, config.scale).save(tmp, format="PNG")
+    return out / SHEET_FILE
 
 
 def grid(rows: list[tuple[str, list[Image.Image]]], captions: list[str], scale: int) -> Image.Image:
