@@ -45,20 +45,28 @@ score() {
     fi
 }
 
+# personalize NAME CONFIG MODEL [settings...]: one dreambooth run into $ROOT/NAME (skipped once it
+# has finished), its wall time in train.json, then its scores.
+personalize() {
+    local name=$1 config=$2 model=$3
+    local dir="$ROOT/$name"
+    shift 3
+    if [ ! -s "$dir/train.json" ]; then
+        mkdir -p "$dir"
+        local start
+        start=$(date +%s)
+        nice -n 10 "$EF" dreambooth --config "$config" --model "$model" --out "$dir/out" run_dir="$dir/run" "$@"
+        echo "{\"seconds\": $(( $(date +%s) - start ))}" > "$dir/train.json"
+    fi
+    score "$name" "$dir/out"
+}
+
 for model in $MODELS; do
     score "$model-base" "toy:$model"
     for mode in $MODES; do
         for prior in $PRIORS; do
-            name="$model-$mode-prior-$prior"
-            dir="$ROOT/$name"
-            if [ ! -s "$dir/train.json" ]; then
-                mkdir -p "$dir"
-                start=$(date +%s)
-                nice -n 10 "$EF" dreambooth --config "configs/dreambooth/toy-$mode.yaml" --model "toy:$model" \
-                    --out "$dir/out" run_dir="$dir/run" prior_preservation="$prior" "$@"
-                echo "{\"seconds\": $(( $(date +%s) - start ))}" > "$dir/train.json"
-            fi
-            score "$name" "$dir/out"
+            personalize "$model-$mode-prior-$prior" "configs/dreambooth/toy-$mode.yaml" "toy:$model" \
+                prior_preservation="$prior" "$@"
         done
     done
 done
@@ -67,16 +75,8 @@ done
 # from), recorded for and sampled on toy:edgefusion at its 2 steps (lora.sample_on).
 if [ "${LCM_PATH:-true}" = true ]; then
     for prior in $PRIORS; do
-        name="edgefusion-lora-from-bk-tiny-adv-prior-$prior"
-        dir="$ROOT/$name"
-        if [ ! -s "$dir/train.json" ]; then
-            mkdir -p "$dir"
-            start=$(date +%s)
-            nice -n 10 "$EF" dreambooth --config configs/dreambooth/toy-lora.yaml --model toy:bk-tiny-adv \
-                --out "$dir/out" run_dir="$dir/run" prior_preservation="$prior" lora.sample_on=toy:edgefusion "$@"
-            echo "{\"seconds\": $(( $(date +%s) - start ))}" > "$dir/train.json"
-        fi
-        score "$name" "$dir/out"
+        personalize "edgefusion-lora-from-bk-tiny-adv-prior-$prior" configs/dreambooth/toy-lora.yaml \
+            toy:bk-tiny-adv prior_preservation="$prior" lora.sample_on=toy:edgefusion "$@"
     done
 fi
 
