@@ -171,3 +171,49 @@ def test_unset_train_settings_take_the_decoder_defaults(tmp_path) -> None:
     assert config.train.learning_rate == distill.TRAIN_DEFAULTS["learning_rate"]
     assert config.train.ema_decay is None
     assert load_decoder_config(file, ["train.learning_rate=3e-4"]).train.learning_rate == 3e-4
+
+
+def test_init_starts_the_student_from_a_trained_tiny_decoder(decoder_config, tiny_folder) -> None:
+    settings = (f"init={tiny_folder}", "blocks=[1, 1]", "train.steps=1", "train.learning_rate=1e-12")
+    report = distill_decoder(decoder_config(*settings))
+    start = AutoencoderTiny.from_pretrained(tiny_folder).decoder.state_dict()
+    trained = AutoencoderTiny.from_pretrained(report.out, subfolder="vae").decoder.state_dict()
+    assert trained.keys() == start.keys()
+    assert all(torch.allclose(v, start[k], atol=1e-8) for k, v in trained.items())
+    provenance = json.loads((report.out / "vae" / PROVENANCE_FILE).read_text())
+    assert provenance["init"] == str(tiny_folder)
+
+
+def test_init_of_another_layout_is_refused(decoder_config, tiny_folder) -> None:
+    with pytest.raises(EdgefusionError, match="another layout than the student"):
+        distill_decoder(decoder_config(f"init={tiny_folder}"))  # TAESD's 3 blocks, not 1
+
+
+def test_generated_latents_replace_the_first_share_of_each_batch(
+    decoder_config, tmp_path, monkeypatch
+) -> None:
+    seen = []
+    real_loss = distill.decoder_loss
+
+    def spy(decoder, vae, latents, loss):
+        seen.append(latents.clone())
+        return real_loss(decoder, vae, latents, loss)
+
+    monkeypatch.setattr(distill, "decoder_loss", spy)
+    distill_decoder(decoder_config("train.steps=1", f"run_dir={tmp_path / 'a'}", f"out={tmp_path / 'a-out'}"))
+    generated = ("generated.fraction=0.5", "generated.steps=2", "train.steps=1")
+    report = distill_decoder(
+        decoder_config(*generated, f"run_dir={tmp_path / 'b'}", f"out={tmp_path / 'b-out'}")
+    )
+
+    data_only, mixed = seen
+    assert mixed.shape == data_only.shape and torch.isfinite(mixed).all()
+    assert torch.equal(mixed[2:], data_only[2:])  # the data's latents, drawn first with the same generator
+    assert not torch.allclose(mixed[:2], data_only[:2])  # the pipeline's own samples
+    provenance = json.loads((report.out / "vae" / PROVENANCE_FILE).read_text())
+    assert provenance["generated"] == {"fraction": 0.5, "steps": 2, "guidance": 7.5}  # SD's CFG default
+
+
+def test_generated_fraction_must_be_a_share(decoder_config) -> None:
+    with pytest.raises(EdgefusionError, match="generated.fraction"):
+        decoder_config("generated.fraction=1.5")
