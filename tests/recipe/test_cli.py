@@ -23,8 +23,8 @@ def test_plan_prints_each_stage_and_why_without_running_anything(tmp_path, monke
         "recipe", "plan", "recipes/toy-edgefusion.yaml", "--out", tmp_path / "out", "--until", "lcm"
     )
     assert result.exit_code == 0, result.output
-    assert "1/7 data (toy-data): new: never run here" in result.output
-    assert "4/7 eval-distill (eval): new: never run here [after --until, not run]" in result.output
+    assert "1/9 data (toy-data): new: never run here" in result.output
+    assert "4/9 eval-teacher (eval): new: never run here [after --until, not run]" in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -160,7 +160,7 @@ def test_the_real_scale_template_plans_once_its_paths_are_filled_in(tmp_path, mo
     path.write_text(text)
     plan = make_plan(path, tmp_path / "out")
     assert [s.kind.name for s in plan.stages] == [
-        "data", "compress", "distill", "lcm", "quantize", "export", "eval", "sheet"
+        "data", "compress", "distill", "lcm", "quantize", "export", "eval", "sheet", "bench"
     ]  # fmt: skip
     assert plan.stage("distill").config.train.gradient_accumulation == 4
 
@@ -185,3 +185,23 @@ def test_the_toy_recipe_plans_every_stage_as_new(tmp_path, monkeypatch):
     assert lcm.student == str(tmp_path / "out/distill/out") and kd.data.path == str(tmp_path / "out/data/out")
     data = plan.stage("data").config
     assert (data.kind, data.num_prompts, data.seed, data.size) == ("clean", 20000, 7, 64)
+
+
+def test_the_curated_toy_variant_trains_on_its_own_ladder(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    plan = make_plan("recipes/toy-edgefusion-curated.yaml", tmp_path / "out")
+    assert [s.kind.name for s in plan.stages] == [
+        "toy-data",
+        "data",
+        "data",
+        "distill",
+        "lcm",
+        "eval",
+        "eval",
+    ]
+    ladder = plan.stage("data").config
+    assert [step.out.name for step in ladder.steps] == [
+        "01-ingest", "02-dedup", "03-filter", "04-crop", "05-caption", "06-shard"
+    ]  # fmt: skip
+    assert plan.stage("distill").config.data.path == str(plan.stage("data").output)
+    assert plan.stage("lcm").config.train.steps == 1000

@@ -1,11 +1,11 @@
 """The built-in stage kinds of a recipe: each existing stage function, run in process.
 
 ``data`` (the curation pipeline of ``edgefusion data run``), ``compress``, ``train``,
-``distill``, ``lcm``, ``quantize``, ``export``, ``eval`` and ``sheet`` (a contact sheet of the
-same prompts and seeds through several models). Training and data stages keep their own resume:
-the recipe only places their outputs (``out``, ``run_dir``) in the stage's folder and runs them
-again. The stage functions and their configs are imported when a stage is built, so importing a
-recipe loads no torch.
+``distill``, ``lcm``, ``quantize``, ``export``, ``eval``, ``sheet`` (a contact sheet of the
+same prompts and seeds through several models) and ``bench`` (their latency per component).
+Training and data stages keep their own resume: the recipe only places their outputs (``out``,
+``run_dir``) in the stage's folder and runs them again. The stage functions and their configs
+are imported when a stage is built, so importing a recipe loads no torch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from edgefusion.config import config_from_dict, config_to_dict
 from edgefusion.errors import EdgefusionError
 from edgefusion.recipe.kinds import StageKind, register_stage_kind
+from edgefusion.recipe.latency import BenchStageConfig, run_bench
 from edgefusion.recipe.sheet import SheetConfig, make_sheet
 
 #: Where every kind puts its output inside the stage's folder.
@@ -268,6 +269,13 @@ BUILTIN_KINDS = (
         make_sheet,
         ("models",),
         resumes=True,
+    ),
+    _simple_kind(
+        "bench",
+        "`edgefusion bench`: latency per component of each model (label: model)",
+        BenchStageConfig,
+        run_bench,
+        ("models",),
     ),
 )
 
