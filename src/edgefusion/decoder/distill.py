@@ -275,17 +275,21 @@ def distill_decoder(config: DecoderDistillConfig) -> StageReport:
             f"{config.model}'s VAE is a {vae_config.get('_class_name')}, not an AutoencoderKL: distil "
             "from the pipeline with the full VAE"
         )
-    vae = run.freeze(AutoencoderKL.from_pretrained(pipeline, subfolder="vae"))
-    tiny = tiny_decoder(vae_config, config.channels, config.blocks, config.train.seed)
-    if config.init:
-        load_initial_weights(tiny, config.init)
-    student = tiny.decoder.float().requires_grad_(True).train()
-    data = run.data(pipeline)
     generated = config.generated
     sampler = None
     if generated.fraction > 0:
         device = run.accelerator.device
         sampler = LatentSampler(config.model, generated, config.data.resolution, device, run.dtype)
+    # The sampling pipeline holds the same VAE: load it once.
+    if sampler is not None:
+        vae = run.freeze(sampler.pipe.vae)
+    else:
+        vae = run.freeze(AutoencoderKL.from_pretrained(pipeline, subfolder="vae"))
+    tiny = tiny_decoder(vae_config, config.channels, config.blocks, config.train.seed)
+    if config.init:
+        load_initial_weights(tiny, config.init)
+    student = tiny.decoder.float().requires_grad_(True).train()
+    data = run.data(pipeline)
 
     def objective(model: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         latents, text = data.latents_and_text(batch, gen)

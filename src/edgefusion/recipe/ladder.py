@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import html
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from edgefusion.data.dataset import REJECTS_FILE, STATS_FILE
+from edgefusion.data.dataset import REJECTS_FILE, iter_rows, read_stats
+from edgefusion.data.runner import reason_kind
 
 #: Example rejects shown per step and reason, and their side in pixels.
 EXAMPLES_PER_REASON = 4
@@ -26,16 +26,10 @@ THUMBNAIL = 96
 
 
 def ladder_steps(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """The finished steps of a data stage's folder (``NN-name/stats.json``), in step order."""
-    steps = []
-    for step in sorted(p for p in folder.iterdir() if (p / STATS_FILE).is_file()) if folder.is_dir() else []:
-        try:
-            stats = json.loads((step / STATS_FILE).read_text(encoding="utf-8"))
-        except ValueError:
-            continue  # being written
-        if "samples_in" in stats:  # a pipeline step's (a dataset's own stats.json has no counts)
-            steps.append((step, stats))
-    return steps
+    """The finished steps of a data stage's folder (``NN-name/stats.json``, in place only once the
+    step is whole), in step order."""
+    steps = [(step, read_stats(step)) for step in sorted(folder.iterdir())] if folder.is_dir() else []
+    return [(step, stats) for step, stats in steps if "samples_in" in stats]
 
 
 def ladder_section(folder: Path, image: Callable[[bytes], str]) -> str:
@@ -55,7 +49,7 @@ def ladder_section(folder: Path, image: Callable[[bytes], str]) -> str:
         f"<th>removed</th><th>why removed</th></tr>{rows}</table>"
     ]
     for step, _ in steps:
-        examples = example_rejects(step / REJECTS_FILE)
+        examples = example_rejects(step)
         if examples:
             parts.append(f"<h4>Removed by {html.escape(step.name)}</h4>")
             for reason, shown in examples.items():
@@ -68,24 +62,13 @@ def ladder_section(folder: Path, image: Callable[[bytes], str]) -> str:
     return "".join(parts)
 
 
-def example_rejects(path: Path) -> dict[str, list[tuple[bytes, str]]]:
-    """Up to :data:`EXAMPLES_PER_REASON` thumbnails per reason kind, with the reason in full, of
-    the rejects whose source image is still readable."""
-    from edgefusion.data.runner import reason_kind
-
+def example_rejects(step: Path) -> dict[str, list[tuple[bytes, str]]]:
+    """Up to :data:`EXAMPLES_PER_REASON` thumbnails per reason kind, with the reason in full, of the
+    step's rejects whose source image is still readable."""
     found: dict[str, list[tuple[bytes, str]]] = {}
-    if not path.is_file():
-        return found
-    with path.open(encoding="utf-8") as rows:
-        for line in rows:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            kind = reason_kind(str(row.get("reason", "")))
-            shown = found.setdefault(kind, [])
-            if len(shown) >= EXAMPLES_PER_REASON or not row.get("source"):
-                continue
+    for row in iter_rows(step, REJECTS_FILE):
+        shown = found.setdefault(reason_kind(str(row.get("reason", ""))), [])
+        if len(shown) < EXAMPLES_PER_REASON and row.get("source"):
             png = thumbnail(Path(row["source"]))
             if png is not None:
                 shown.append((png, f"{row.get('id', '')}: {row.get('reason', '')}"))

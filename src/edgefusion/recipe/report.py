@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,14 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
             "give the folder `edgefusion recipe run` wrote"
         )
     names = [n for n in state.order if n in state.stages] + [n for n in state.stages if n not in state.order]
-    sections = [stage_section(name, state.stages[name]) for name in names]
+    found = {name: report_files(Path(state.stages[name].folder)) for name in names}
+    sections = [stage_section(name, state.stages[name], found[name]) for name in names]
     title = f"Recipe report: {html.escape(state.recipe or str(folder))}"
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
         f"<p>Folder {html.escape(str(folder.resolve()))}, written {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
-        f"{summary_table(names, state.stages)}{metrics_side_by_side(names, state.stages)}"
+        f"{summary_table(names, state.stages)}{metrics_side_by_side(found)}"
         f"{''.join(sections)}</body></html>\n"
     )
     return write_text_atomic(Path(out) if out is not None else folder / REPORT_FILE, page)
@@ -74,28 +76,43 @@ def summary_table(names: list[str], records: dict[str, StageRecord]) -> str:
     return f"<table><tr><th>stage</th><th>kind</th><th>status</th><th>time</th></tr>{rows}</table>"
 
 
-def stage_section(name: str, record: StageRecord) -> str:
-    """The section of one stage: its record, loss curves, metrics and contact sheet."""
+#: The files a stage's section shows, wherever they lie in its folder.
+REPORTED_FILES = (LOSSES_FILE, METRICS_FILE, SHEET_FILE, BENCH_FILE)
+
+
+def report_files(folder: Path) -> dict[str, list[Path]]:
+    """Every file of :data:`REPORTED_FILES` under ``folder``, by name, in path order: one walk of
+    the folder (a data or eval stage's holds every image it wrote)."""
+    found: dict[str, list[Path]] = {name: [] for name in REPORTED_FILES}
+    for root, _, files in os.walk(folder):
+        for name in found.keys() & set(files):
+            found[name].append(Path(root) / name)
+    return {name: sorted(paths) for name, paths in found.items()}
+
+
+def stage_section(name: str, record: StageRecord, files: dict[str, list[Path]]) -> str:
+    """The section of one stage: its record, loss curves, metrics, contact sheet, latency table and
+    data ladder; ``files`` are its :func:`report_files`."""
     folder = Path(record.folder)
     parts = [
         f"<h2 id='{html.escape(name)}'>{html.escape(name)} ({html.escape(record.kind)})</h2>",
         _facts(record),
     ]
     planned = record.settings.get("train.steps")
-    for log in sorted(folder.rglob(LOSSES_FILE)) if folder.is_dir() else []:
+    for log in files[LOSSES_FILE]:
         curves = read_curves(log)
         if curves:
             logged = len(next(iter(curves.values()))[0])
             title = f"{name}: {logged}{f' of {planned}' if planned else ''} steps logged"
             parts.append(f"<h3>Losses ({html.escape(str(log.relative_to(folder)))})</h3>")
             parts.append(_image(plot_curves(curves, title)))
-    for metrics in sorted(folder.rglob(METRICS_FILE)) if folder.is_dir() else []:
+    for metrics in files[METRICS_FILE]:
         parts.append(
             f"<h3>Metrics ({html.escape(str(metrics.relative_to(folder)))})</h3>{metrics_table(metrics)}"
         )
-    for sheet in sorted(folder.rglob(SHEET_FILE)) if folder.is_dir() else []:
+    for sheet in files[SHEET_FILE]:
         parts.append(f"<h3>Contact sheet</h3>{_image(sheet.read_bytes())}")
-    for bench in sorted(folder.rglob(BENCH_FILE)) if folder.is_dir() else []:
+    for bench in files[BENCH_FILE]:
         parts.append(f"<h3>Latency per component</h3>{latency_table(bench)}")
     if record.kind == "data":
         parts.append(ladder_section(folder, _image))
@@ -137,14 +154,13 @@ def read_metrics(path: Path) -> dict[str, float] | None:
     return {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def metrics_side_by_side(names: list[str], records: dict[str, StageRecord]) -> str:
+def metrics_side_by_side(found: dict[str, dict[str, list[Path]]]) -> str:
     """Every stage's ``metrics.json`` in one table, a column per stage ('' with fewer than two):
-    the teacher's numbers beside the students' they are judged against."""
+    the teacher's numbers beside the students' they are judged against; ``found`` holds each
+    stage's :func:`report_files`, in stage order."""
     columns: dict[str, dict[str, float]] = {}
-    for name in names:
-        folder = Path(records[name].folder)
-        found = sorted(folder.rglob(METRICS_FILE)) if folder.is_dir() else []
-        metrics = read_metrics(found[0]) if found else None
+    for name, files in found.items():
+        metrics = read_metrics(files[METRICS_FILE][0]) if files[METRICS_FILE] else None
         if metrics:
             columns[name] = metrics
     if len(columns) < 2:
