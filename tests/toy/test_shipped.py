@@ -20,7 +20,9 @@ from edgefusion.toy.samples import scene_batch
 # bk-tiny-adv (25 steps at its recorded CFG 2): all 0.725, background 1.0, color 0.975,
 # position 1.0, shape 0.75, size 1.0;
 # edgefusion (2 LCM steps, its recorded guidance 2): all 0.625, background 1.0, color 0.975,
-# position 1.0, shape 0.65, size 0.925.
+# position 1.0, shape 0.65, size 0.925;
+# edgefusion-tinyvae (the same, decoded by its tiny decoder): all 0.575, background 0.975,
+# color 0.95, position 1.0, shape 0.625, size 0.925.
 FLOORS = {
     "teacher": {"all": 0.65, "background": 0.9, "color": 0.9, "position": 0.9, "shape": 0.65, "size": 0.9},
     "bk-tiny-adv": {
@@ -39,6 +41,14 @@ FLOORS = {
         "shape": 0.575,
         "size": 0.85,
     },
+    "edgefusion-tinyvae": {
+        "all": 0.475,
+        "background": 0.9,
+        "color": 0.875,
+        "position": 0.9,
+        "shape": 0.55,
+        "size": 0.85,
+    },
 }
 
 
@@ -49,6 +59,7 @@ FLOORS = {
         ("bk-tiny-adv", "StableDiffusionPipeline"),
         ("edgefusion", "LatentConsistencyModelPipeline"),
         ("edgefusion", "StableDiffusionPipeline"),
+        ("edgefusion-tinyvae", "LatentConsistencyModelPipeline"),
     ],
 )
 def test_plain_diffusers_generates_from_a_shipped_pipeline(name, pipeline):
@@ -98,13 +109,19 @@ def test_renders_score_near_the_ceiling():
 
 
 # How each shipped model is sampled for its floor: (steps, guidance); None is the model's default.
-SAMPLING = {"teacher": (25, None), "bk-tiny-adv": (25, None), "edgefusion": (2, None)}
+SAMPLING = {
+    "teacher": (25, None),
+    "bk-tiny-adv": (25, None),
+    "edgefusion": (2, None),
+    "edgefusion-tinyvae": (2, None),
+}
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_shipped_pipeline_follows_one_object_prompts(name):
     """A regression floor for a shipped pipeline on 40 one-object prompts: 25 steps for the teacher
-    and toy:bk-tiny-adv, 2 LCM steps for toy:edgefusion, each at its recorded guidance.
+    and toy:bk-tiny-adv, 2 LCM steps for toy:edgefusion (and its tiny-decoder twin), each at its
+    recorded guidance.
 
     The floors sit 3-4 images under what the model measures (see FLOORS) and far above chance
     (shape 1/5, position 1/5): a broken sampler, scheduler or text path falls through them.
@@ -153,3 +170,16 @@ def test_block_removal_applies_to_the_shipped_teacher():
 def test_shipped_student_is_the_bk_tiny_cut_of_the_teacher():
     """toy:bk-tiny-adv has exactly the U-Net that `info toy:teacher --variant tiny` describes."""
     assert _unet_counts("toy:bk-tiny-adv") == _unet_counts("toy:teacher", "--variant", "tiny")
+
+
+def test_tinyvae_model_is_toy_edgefusion_with_a_tiny_decoder():
+    """toy:edgefusion-tinyvae shares every part but the decoder with toy:edgefusion (linked, so the
+    two cannot drift apart), and its decoder is diffusers' AutoencoderTiny at 32 channels."""
+    from diffusers import AutoencoderTiny
+
+    folder, base = shipped_path("edgefusion-tinyvae"), shipped_path("edgefusion")
+    for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
+        assert (folder / part).resolve() == (base / part).resolve(), part
+    vae = AutoencoderTiny.from_pretrained(folder / "vae")
+    assert list(vae.config.decoder_block_out_channels) == [32, 32, 32]
+    assert sum(p.numel() for p in vae.decoder.parameters()) == 214_691

@@ -15,6 +15,8 @@ SHIPPED = {
     "teacher": "the toy SD teacher pipeline (SD-v1 block layout, zero-terminal-SNR DDIM, CFG)",
     "bk-tiny-adv": "BK-SDM-Tiny cut from the toy teacher and distilled by it (3.3M-param U-Net, fp16)",
     "edgefusion": "toy EdgeFusion: toy:bk-tiny-adv LCM-distilled from toy:teacher for 1-4 steps (fp16)",
+    "edgefusion-tinyvae": "toy:edgefusion decoding with a distilled tiny decoder (AutoencoderTiny layout, "
+    "32 channels, 215k params, fp16; the other parts are toy:edgefusion's)",
     "evaluator": "the toy attribute classifier and toy CLIP (metrics only, not a pipeline)",
 }
 PREFIX = "toy:"
