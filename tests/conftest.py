@@ -1,4 +1,4 @@
-"""Suite-wide settings: offline, and one thread for micro models."""
+"""Suite-wide settings: offline, one thread for micro models, and a cache folder of the suite's own."""
 
 import os
 
@@ -30,3 +30,16 @@ def fresh_accelerate_state():
     yield
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """OpenVINO exports (``generate``'s default backend on CPUs with bf16) go to a folder of the
+    test session, not the user's ``~/.cache/edgefusion``."""
+    previous = os.environ.get("EDGEFUSION_CACHE")
+    os.environ["EDGEFUSION_CACHE"] = str(tmp_path_factory.mktemp("edgefusion-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EDGEFUSION_CACHE", None)
+    else:
+        os.environ["EDGEFUSION_CACHE"] = previous

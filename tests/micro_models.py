@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from edgefusion.toy.tokenizer import load_toy_tokenizer
@@ -101,4 +107,18 @@ def write_lcm_pipeline(folder: Path, guidance_weights_std: float | None = 0.5) -
         torch.nn.init.normal_(unet.time_embedding.cond_proj.weight, std=guidance_weights_std)
     write_pipeline(folder, unet)
     write_lcm_scheduler(folder, DDIMScheduler(beta_schedule="scaled_linear").config, 50)
+    return folder
+
+
+def write_tiny_decoder(folder: Path) -> Path:
+    """A random ``AutoencoderTiny`` for the micro VAE's 2 levels, saved as TAESD is published
+    (``config.json`` and ``diffusion_pytorch_model.safetensors``)."""
+    torch.manual_seed(3)
+    tiny = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    )
+    tiny.save_pretrained(folder)
     return folder

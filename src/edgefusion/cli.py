@@ -68,7 +68,12 @@ def generate_command(
         help="Image side in pixels, a multiple of the model's size factor (64 for SD; default: the model's).",
     ),
     scheduler: str | None = typer.Option(None, help="ddim, pndm, dpm, euler (non-LCM models) or lcm."),
-    backend: str = typer.Option("torch", help="torch, or onnxruntime for an `edgefusion export` folder."),
+    backend: str = typer.Option(
+        "auto",
+        help="auto (the fastest that draws fp32's images here: OpenVINO if installed, else torch; bf16 for "
+        "LCM models on CPUs with hardware bf16, else fp32), torch, "
+        "torch-bf16, torch-compile[-bf16], openvino[-bf16], or onnxruntime (an `edgefusion export` folder).",
+    ),
     vae: str | None = typer.Option(
         None, help="Decode with this decoder (AutoencoderTiny or AutoencoderKL folder, or a pipeline's vae/)."
     ),

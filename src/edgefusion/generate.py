@@ -32,8 +32,10 @@ from edgefusion.atomic import make_output_dir
 from edgefusion.errors import EdgefusionError
 from edgefusion.limits import check_guidance, check_image_size, check_seeds
 from edgefusion.pipeline import sampling
+from edgefusion.pipeline.cpu_backend import AUTO, fastest_cpu_backend, split_backend
 from edgefusion.pipeline.lcm import is_lcm
 from edgefusion.pipeline.load import load_pipeline
+from edgefusion.pipeline.registry import get_backend
 from edgefusion.pipeline.sampling import (
     check_sampling_memory,
     native_size,
@@ -41,6 +43,7 @@ from edgefusion.pipeline.sampling import (
     sampling_defaults,
     warn_truncated,
 )
+from edgefusion.pipeline.sources import resolve_model_path
 from edgefusion.pipeline.vae import load_decoder, swap_decoder
 
 LOG_FILE = "generations.jsonl"
@@ -74,6 +77,9 @@ def generate(
 
     ``steps`` default to the model kind's (LCM: 2; else 25), ``guidance`` to the scale the model
     records (:mod:`edgefusion.provenance`), else 7.5.
+    ``backend`` names a loader with an optional compute type (``torch-bf16``, ``openvino-bf16``),
+    or ``auto``, the fastest one measured on this CPU
+    (:func:`~edgefusion.pipeline.cpu_backend.fastest_cpu_backend`); records name the one that ran.
     ``size`` is the image side in pixels (default: the model's). ``vae`` decodes with another
     decoder (:func:`edgefusion.pipeline.vae.load_decoder`; records and PNGs then name it). ``pipe``
     reuses a loaded pipeline of ``model`` (with ``vae``, its decoder is swapped in place).
@@ -87,7 +93,8 @@ def generate(
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_request(prompts, steps, guidance, seed, n, batch_size)
     decoder = load_decoder(vae) if vae is not None else None
-    pipe = pipe if pipe is not None else load_pipeline(model, backend, scheduler=scheduler)
+    if pipe is None:
+        pipe, decoder, backend = _load_for_generation(model, backend, scheduler, vae, decoder)
     if decoder is not None:
         swap_decoder(pipe, decoder)
     lcm = is_lcm(pipe)
@@ -127,6 +134,19 @@ def generate(
         bar.update(len(batch))
     bar.close()
     return records
+
+
+def _load_for_generation(model: str | Path, backend: str, scheduler: str | None, vae, decoder):
+    """The pipeline of ``backend`` (a name with an optional compute type, ``openvino-bf16``, or
+    ``auto``), the decoder still to swap in (OpenVINO exports the model with ``vae`` as its decoder
+    graph, the torch backends swap it in after loading), and the name of the backend it runs."""
+    if backend == AUTO:
+        backend = fastest_cpu_backend(resolve_model_path(model), scheduler)
+    loader, dtype = split_backend(backend)
+    if loader == "openvino" and vae is not None:
+        path = resolve_model_path(model)
+        return get_backend(loader).load(path, dtype=dtype, scheduler=scheduler, vae=vae), None, backend
+    return load_pipeline(model, loader, scheduler=scheduler, dtype=dtype), decoder, backend
 
 
 class GenerationRecords(Sequence):

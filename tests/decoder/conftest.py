@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from diffusers import AutoencoderTiny
-from micro_models import IMAGE_SIZE, random_unet, write_lcm_pipeline, write_pipeline
+from micro_models import IMAGE_SIZE, random_unet, write_lcm_pipeline, write_pipeline, write_tiny_decoder
 
 from edgefusion.decoder.distill import DecoderDistillConfig, load_decoder_config
 from edgefusion.toy.dataset import write_toy_dataset
@@ -34,18 +32,8 @@ def toy_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random ``AutoencoderTiny`` for the micro VAE's 2 levels, saved as TAESD is published
-    (``config.json`` and ``diffusion_pytorch_model.safetensors``)."""
-    torch.manual_seed(3)
-    tiny = AutoencoderTiny(
-        encoder_block_out_channels=(8, 8),
-        decoder_block_out_channels=(8, 8),
-        num_encoder_blocks=(1, 1),
-        num_decoder_blocks=(1, 1),
-    )
-    folder = tmp_path_factory.mktemp("tiny") / "taesd-micro"
-    tiny.save_pretrained(folder)
-    return folder
+    """A random ``AutoencoderTiny`` for the micro VAE's 2 levels, saved as TAESD is published."""
+    return write_tiny_decoder(tmp_path_factory.mktemp("tiny") / "taesd-micro")
 
 
 @pytest.fixture

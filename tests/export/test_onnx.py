@@ -8,9 +8,11 @@ import torch
 from diffusers import UNet2DConditionModel
 from micro_models import random_unet
 
+import edgefusion.export.onnx as onnx_export
 from edgefusion.errors import EdgefusionError
+from edgefusion.export import layout
 from edgefusion.export.onnx import export_pipeline
-from edgefusion.export.runtime import load_onnx_pipeline
+from edgefusion.export.runtime import OrtSession, load_onnx_pipeline
 from edgefusion.pipeline.load import load_pipeline
 from edgefusion.pipeline.sampling import generate_tensors
 from edgefusion.quant.quantize import psnr_db, quantize_pipeline
@@ -48,6 +50,34 @@ def test_layout_and_names(fp32_export):
     assert (fp32_export / "scheduler" / "scheduler_config.json").exists()
     info = json.loads((fp32_export / "edgefusion_export.json").read_text())
     assert info["precision"] == "fp32" and info["sample_size"] == [8, 8] and info["dynamic_spatial"]
+
+
+def test_each_graph_is_one_self_contained_file(fp32_export):
+    for component in ("text_encoder", "unet", "vae_decoder"):
+        assert [p.name for p in (fp32_export / component).iterdir()] == ["model.onnx"]
+
+
+def test_a_graph_over_2_gb_gathers_its_tensors_into_one_data_file(tmp_path, monkeypatch):
+    """Over protobuf's limit the tracer writes one file per tensor beside the graph; the export
+    gathers them into ``model.onnx.data`` (the limit is lowered here to make a small graph large)."""
+    real_export = torch.onnx.export
+
+    def export_per_tensor(model, args, file, **kwargs):
+        real_export(model, args, file, **kwargs)
+        onnx.save_model(
+            onnx.load(file), file, save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0
+        )
+
+    monkeypatch.setattr(torch.onnx, "export", export_per_tensor)
+    monkeypatch.setattr(layout, "_PROTOBUF_LIMIT", 0)
+    linear = torch.nn.Linear(32, 32).eval()  # a weight over onnx's 1 KiB external-data threshold
+    file = tmp_path / "linear" / "model.onnx"
+    onnx_export._export(linear, (torch.ones(2, 32),), file, ["x"], ["y"], {"x": {0: "batch"}})
+
+    assert sorted(p.name for p in file.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    with torch.no_grad():
+        expected = linear(torch.ones(5, 32))
+    assert torch.allclose(OrtSession(file, threads=1)(x=torch.ones(5, 32)), expected, atol=1e-6)
 
 
 def test_onnxruntime_matches_torch(micro_pipeline, fp32_export):

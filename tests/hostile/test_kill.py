@@ -66,7 +66,8 @@ def test_a_killed_generate_resumes_to_the_uninterrupted_images(tmp_path, pipelin
     args = ["generate", "--model", str(pipeline), "--n", "24", "--steps", "10", "--batch-size", "1"]
     out, reference = tmp_path / "out", tmp_path / "reference"
     kill_when([*args, "--out", str(out), "a red circle"], lambda: len(list(out.glob("*.png"))) >= 3)
-    assert run_cli([*args, "--out", str(out), "a red circle"], capsys, monkeypatch)[0] == 0
+    code, output = run_cli([*args, "--out", str(out), "a red circle"], capsys, monkeypatch)
+    assert code == 0, output
     assert run_cli([*args, "--out", str(reference), "a red circle"], capsys, monkeypatch)[0] == 0
 
     assert relative_hashes(out) == relative_hashes(reference)  # PNGs and generations.jsonl alike

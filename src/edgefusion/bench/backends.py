@@ -13,16 +13,15 @@ from pathlib import Path
 import torch
 
 from edgefusion.errors import EdgefusionError
+from edgefusion.pipeline.cpu_backend import split_backend
 
-#: Bench backend -> (backend of the inference layer, compute type).
+#: Bench backend -> (backend of the inference layer, compute type): the names ``generate`` takes.
 BACKENDS: dict[str, tuple[str, torch.dtype]] = {
-    "torch-fp32": ("torch", torch.float32),
-    "torch-bf16": ("torch", torch.bfloat16),
-    "torch-compile": ("torch-compile", torch.float32),
-    "torch-compile-bf16": ("torch-compile", torch.bfloat16),
-    "onnxruntime": ("onnxruntime", torch.float32),
-    "openvino": ("openvino", torch.float32),
-    "openvino-bf16": ("openvino", torch.bfloat16),
+    name: split_backend(name)
+    for name in (
+        *("torch-fp32", "torch-bf16", "torch-compile", "torch-compile-bf16"),
+        *("onnxruntime", "openvino", "openvino-bf16"),
+    )
 }
 #: Graph runtimes time exports of the fp32 weights, and the compiled torch ones trace fp32
 #: modules, so they run before ``torch-bf16`` casts the weights in place.

@@ -269,8 +269,6 @@ def _export(
     model: nn.Module, args: tuple, file: Path, inputs: list[str], outputs: list[str], axes: dict
 ) -> None:
     """Trace ``model`` into ``file``; tensors go to ``model.onnx.data`` when over protobuf's 2 GB."""
-    import onnx
-
     file.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -285,6 +283,10 @@ def _export(
             opset_version=OPSET,
             do_constant_folding=True,
         )
+    if all(written == file for written in file.parent.iterdir()):
+        return  # under 2 GB: one self-contained file already
+    import onnx
+
     proto = onnx.load(str(file))
     for stale in file.parent.iterdir():
         if stale != file:

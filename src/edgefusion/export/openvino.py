@@ -34,6 +34,7 @@ import torch
 from edgefusion.errors import EdgefusionError
 from edgefusion.export.layout import EXPORT_INFO
 from edgefusion.export.runtime import OnnxStableDiffusionPipeline
+from edgefusion.inputs import check_model_folder
 
 INSTALL_HINT = "pip install 'edgefusion[openvino]'"
 #: OpenVINO's inference precision for each torch compute type this backend takes.
@@ -81,6 +82,7 @@ def exported_for_openvino(path: Path, vae: str | Path | None = None, cache: Path
         if vae is not None:
             raise EdgefusionError(f"{path} is an ONNX export: its decoder was chosen at export time")
         return path
+    check_model_folder(path)  # a corrupt file is the same one-line error as in the torch backend
     decoder = decoder_folder(vae) if vae is not None else None
     out = (cache or cache_root()) / source_key(path, decoder)
     if not (out / EXPORT_INFO).is_file():
@@ -151,8 +153,14 @@ def load_openvino_pipeline(
     return OnnxStableDiffusionPipeline(folder, threads, session=session)
 
 
-def load_openvino_backend(path: Path, dtype: torch.dtype = torch.float32, scheduler: str | None = None):
-    """The ``openvino`` backend's loader; the sampler is the one saved with the model."""
+def load_openvino_backend(
+    path: Path,
+    dtype: torch.dtype = torch.float32,
+    scheduler: str | None = None,
+    vae: str | Path | None = None,
+):
+    """The ``openvino`` backend's loader; the sampler is the one saved with the model, the decoder
+    ``vae`` when given (exported with the model: a compiled graph's decoder cannot be swapped)."""
     if scheduler is not None:
         raise EdgefusionError("the openvino backend samples with the scheduler saved with the model")
-    return load_openvino_pipeline(path, dtype)
+    return load_openvino_pipeline(path, dtype, vae=vae)
