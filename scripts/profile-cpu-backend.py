@@ -37,11 +37,9 @@ def torch_profile(run, top: int) -> list[tuple[str, float]]:
 
 
 def openvino_profile(file: Path, inputs: dict, dtype: torch.dtype, top: int) -> list[tuple[str, float]]:
-    from edgefusion.export.openvino import OpenVinoSession, compile_graph
+    from edgefusion.export.openvino import OpenVinoSession
 
-    session = OpenVinoSession(
-        compile_graph(file, dtype, torch.get_num_threads(), properties={"PERF_COUNT": True})
-    )
+    session = OpenVinoSession(file, dtype, torch.get_num_threads(), properties={"PERF_COUNT": True})
     session(**inputs)  # warm-up
     session(**inputs)
     times: Counter[str] = Counter()

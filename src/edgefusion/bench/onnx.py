@@ -118,12 +118,10 @@ def openvino_runners(
 ) -> dict[str, Callable[[], object]]:
     """One callable per component running its graph compiled by OpenVINO at ``dtype``'s precision,
     called as the openvino backend calls it (:class:`~edgefusion.export.openvino.OpenVinoSession`)."""
-    from edgefusion.export.openvino import OpenVinoSession, compile_graph
+    from edgefusion.export.openvino import OpenVinoSession
 
     threads = torch.get_num_threads()
-    return {
-        c: bind(OpenVinoSession(compile_graph(file, dtype, threads)), inputs[c]) for c, file in files.items()
-    }
+    return {c: bind(OpenVinoSession(file, dtype, threads), inputs[c]) for c, file in files.items()}
 
 
 def _runner(session, tensors: dict[str, torch.Tensor]) -> Callable[[], object]:

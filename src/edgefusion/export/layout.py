@@ -2,7 +2,8 @@
 
 ``edgefusion_export.json`` (:data:`EXPORT_INFO`) records precision, dtypes and shapes;
 each component is one ``model.onnx`` (:func:`save_onnx`), with its tensors in
-``model.onnx.data`` beside it when the graph is over protobuf's 2 GB.
+``model.onnx.data`` beside it when the graph is over protobuf's 2 GB, or in an OpenVINO IR export
+one ``openvino_model.xml`` (:data:`IR_FILE`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 EXPORT_INFO = "edgefusion_export.json"
+#: A component's graph in an OpenVINO IR export (``edgefusion export --format openvino``), in place
+#: of ``model.onnx``; its weights are ``openvino_model.bin`` beside it.
+IR_FILE = "openvino_model.xml"
 _PROTOBUF_LIMIT = 2**31 - 1  # above it, ONNX tensors must go to an external data file
 
 

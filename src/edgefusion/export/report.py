@@ -1,4 +1,4 @@
-"""How close an export's onnxruntime images are to the torch fp32 pipeline's, and how big it is."""
+"""How close an export's images are to the torch fp32 pipeline's, and how big it is."""
 
 from __future__ import annotations
 
@@ -22,14 +22,17 @@ def export_report(
     settings: ReportSettings | None = None,
     vae: str | Path | None = None,
 ) -> dict:
-    """PSNR of onnxruntime images against torch fp32 images of ``src`` (same prompts and seeds),
-    decoded by ``vae`` when the export was made with it."""
+    """PSNR of the export's images (onnxruntime; OpenVINO in fp32 for an IR export) against torch
+    fp32 images of ``src`` (same prompts and seeds), decoded by ``vae`` when the export was made
+    with it."""
+    from edgefusion.export.layout import IR_FILE
+    from edgefusion.export.openvino import load_openvino_pipeline
     from edgefusion.export.runtime import load_onnx_pipeline
 
     settings = settings or ReportSettings()
-    reference, images, prompts, steps, guidance = images_beside_original(
-        src, load_onnx_pipeline(export_dir), settings, vae=vae
-    )
+    ir = (Path(export_dir) / "unet" / IR_FILE).is_file()
+    pipe = load_openvino_pipeline(export_dir) if ir else load_onnx_pipeline(export_dir)
+    reference, images, prompts, steps, guidance = images_beside_original(src, pipe, settings, vae=vae)
     return {
         "psnr_db": psnr_db(images, reference),
         "bytes": component_bytes(export_dir),
@@ -40,5 +43,6 @@ def export_report(
             "guidance": guidance,
             "src": str(src),
             "export": str(export_dir),
+            "runtime": "openvino" if ir else "onnxruntime",
         },
     }

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from edgefusion.errors import EdgefusionError
-from edgefusion.export.layout import EXPORT_INFO
+from edgefusion.export.layout import EXPORT_INFO, IR_FILE
 from edgefusion.pipeline.lcm import guidance_embedding, is_lcm
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -185,6 +185,8 @@ class OnnxStableDiffusionPipeline:
 
 def load_onnx_pipeline(path: str | Path, threads: int | None = None) -> OnnxStableDiffusionPipeline:
     """The onnxruntime pipeline of an export folder; ``threads`` caps onnxruntime's intra-op threads."""
+    if (Path(path) / "unet" / IR_FILE).is_file():
+        raise EdgefusionError(f"{path} is an OpenVINO IR export: run it with --backend openvino")
     return OnnxStableDiffusionPipeline(path, threads)
 
 

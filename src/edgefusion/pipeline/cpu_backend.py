@@ -65,7 +65,10 @@ def openvino_available() -> bool:
 
 def fastest_cpu_backend(path: Path, scheduler: str | None = None) -> str:
     """The backend ``auto`` stands for when generating from the model folder ``path`` (an ONNX
-    export from ``edgefusion export`` runs in onnxruntime, as its graphs were written for)."""
+    export from ``edgefusion export`` runs in onnxruntime, as its graphs were written for; an
+    OpenVINO IR export in OpenVINO, its float parts in bf16 where the CPU has it)."""
+    if (path / "unet" / "openvino_model.xml").is_file():  # the IR export's layout (export.layout)
+        return "openvino-bf16" if bf16_supported() else "openvino-fp32"
     if (path / "unet" / "model.onnx").is_file():
         return "onnxruntime"
     graph_ready = (

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.eval.fid import fid_from_features
+from edgefusion.pipeline.cpu_backend import split_backend
 from edgefusion.pipeline.load import load_pipeline
 from edgefusion.pipeline.sampling import generate_tensors, sampling_defaults
 from edgefusion.pipeline.sources import resolve_model_path
@@ -201,7 +202,8 @@ def evaluate_toy_model(
         raise EdgefusionError(f"steps must be >= 1, got {steps}")
     check_toy_prompts(prompts)  # fail before generating, not after
     decoder = load_decoder(vae) if vae is not None else None
-    pipe = load_pipeline(model, backend, scheduler=scheduler)
+    loader, dtype = split_backend(backend)  # a compute type may be named: openvino-bf16
+    pipe = load_pipeline(model, loader, scheduler=scheduler, dtype=dtype)
     if decoder is not None:
         swap_decoder(pipe, decoder)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
