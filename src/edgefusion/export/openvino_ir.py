@@ -13,8 +13,8 @@ Precisions:
   everything else, text encoder and decoder included, stays float. On CPUs with int8 dot-product
   instructions (AVX512-VNNI, AMX) an int8 matmul does twice the MACs per cycle of a bf16 one,
   which no float precision reaches: the 512 px EdgeFusion-Tiny U-Net call measured 1.57x faster
-  than in bf16 on a 2-core AVX512-BF16 EPYC (0.48 against 0.76 s). The paper's W8A16 keeps
-  16-bit activations because its NPU's int8 path loses accuracy; on the toy EdgeFusion this PTQ
+  than in bf16 on a 2-core AVX512-BF16 EPYC (0.48 against 0.76 s). The paper keeps 16-bit
+  activations in the U-Net (W8A16) and does not report int8 ones; on the toy EdgeFusion this PTQ
   keeps 41 dB against torch fp32 images and its 1-object accuracy within 0.006 on two seeds
   (docs/RESULTS.md, section 7).
 
