@@ -100,7 +100,7 @@ class OpenVinoSession:
     compiled models kept in ``cache_dir``, ``properties`` added to the CPU plugin's settings
     (``PERF_COUNT``). It is compiled on the first call for that call's input shapes and again when
     they change: static shapes let the CPU plugin pick kernels and memory layouts per layer, which
-    made the 512 px EdgeFusion-Tiny U-Net call 4% faster in bf16 and 13% faster with int8
+    made the 512 px EdgeFusion-Tiny U-Net call 4-8% faster in bf16 and 12-16% faster with int8
     activations than one compile for any shape (2 cores, AVX512-BF16). ``compiled`` and
     ``request`` are the current ones.
     """
