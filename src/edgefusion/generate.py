@@ -92,11 +92,10 @@ def generate(
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_request(prompts, steps, guidance, seed, n, batch_size)
-    decoder = load_decoder(vae) if vae is not None else None
     if pipe is None:
-        pipe, decoder, backend = _load_for_generation(model, backend, scheduler, vae, decoder)
-    if decoder is not None:
-        swap_decoder(pipe, decoder)
+        pipe, backend = _load_for_generation(model, backend, scheduler, vae)
+    elif vae is not None:
+        swap_decoder(pipe, load_decoder(vae))
     lcm = is_lcm(pipe)
     steps, guidance = sampling_defaults(pipe, model, steps, guidance)
     size = native_size(pipe) if size is None else check_image_size(size, pipeline_size_factor(pipe))
@@ -136,17 +135,21 @@ def generate(
     return records
 
 
-def _load_for_generation(model: str | Path, backend: str, scheduler: str | None, vae, decoder):
+def _load_for_generation(model: str | Path, backend: str, scheduler: str | None, vae) -> tuple:
     """The pipeline of ``backend`` (a name with an optional compute type, ``openvino-bf16``, or
-    ``auto``), the decoder still to swap in (OpenVINO exports the model with ``vae`` as its decoder
-    graph, the torch backends swap it in after loading), and the name of the backend it runs."""
+    ``auto``) decoding with ``vae``, and the name of the backend it runs. OpenVINO exports the
+    model with ``vae`` as its decoder graph; the torch backends swap it in after loading."""
+    path = resolve_model_path(model)
     if backend == AUTO:
-        backend = fastest_cpu_backend(resolve_model_path(model), scheduler)
+        backend = fastest_cpu_backend(path, scheduler)
     loader, dtype = split_backend(backend)
     if loader == "openvino" and vae is not None:
-        path = resolve_model_path(model)
-        return get_backend(loader).load(path, dtype=dtype, scheduler=scheduler, vae=vae), None, backend
-    return load_pipeline(model, loader, scheduler=scheduler, dtype=dtype), decoder, backend
+        return get_backend(loader).load(path, dtype=dtype, scheduler=scheduler, vae=vae), backend
+    decoder = load_decoder(vae) if vae is not None else None  # a bad decoder fails before the long load
+    pipe = load_pipeline(model, loader, scheduler=scheduler, dtype=dtype)
+    if decoder is not None:
+        swap_decoder(pipe, decoder)
+    return pipe, backend
 
 
 class GenerationRecords(Sequence):

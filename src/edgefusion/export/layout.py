@@ -14,6 +14,13 @@ EXPORT_INFO = "edgefusion_export.json"
 #: A component's graph in an OpenVINO IR export (``edgefusion export --format openvino``), in place
 #: of ``model.onnx``; its weights are ``openvino_model.bin`` beside it.
 IR_FILE = "openvino_model.xml"
+
+
+def is_openvino_ir(folder: str | Path) -> bool:
+    """Whether ``folder`` is an OpenVINO IR export (its U-Net an :data:`IR_FILE`)."""
+    return (Path(folder) / "unet" / IR_FILE).is_file()
+
+
 _PROTOBUF_LIMIT = 2**31 - 1  # above it, ONNX tensors must go to an external data file
 
 

@@ -89,8 +89,9 @@ def export_openvino(
     ):
         onnx_dir = export_pipeline(src, Path(tmp) / "onnx", "fp32", height=size, width=size, vae=vae)
         shutil.copytree(onnx_dir, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.onnx*"))
+        core = openvino.Core()
         for component in COMPONENTS:
-            model = openvino.Core().read_model(str(onnx_dir / component / "model.onnx"))
+            model = core.read_model(str(onnx_dir / component / "model.onnx"))
             if component == "unet" and precision == "w8a8":
                 samples = unet_calibration_inputs(onnx_dir, calibration_prompts, Path(tmp) / "cache")
                 model = quantize_unet(model, samples)

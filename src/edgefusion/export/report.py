@@ -25,12 +25,12 @@ def export_report(
     """PSNR of the export's images (onnxruntime; OpenVINO in fp32 for an IR export) against torch
     fp32 images of ``src`` (same prompts and seeds), decoded by ``vae`` when the export was made
     with it."""
-    from edgefusion.export.layout import IR_FILE
+    from edgefusion.export.layout import is_openvino_ir
     from edgefusion.export.openvino import load_openvino_pipeline
     from edgefusion.export.runtime import load_onnx_pipeline
 
     settings = settings or ReportSettings()
-    ir = (Path(export_dir) / "unet" / IR_FILE).is_file()
+    ir = is_openvino_ir(export_dir)
     pipe = load_openvino_pipeline(export_dir) if ir else load_onnx_pipeline(export_dir)
     reference, images, prompts, steps, guidance = images_beside_original(src, pipe, settings, vae=vae)
     return {

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from edgefusion.errors import EdgefusionError
-from edgefusion.export.layout import EXPORT_INFO, IR_FILE
+from edgefusion.export.layout import EXPORT_INFO, is_openvino_ir
 from edgefusion.pipeline.lcm import guidance_embedding, is_lcm
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -185,7 +185,7 @@ class OnnxStableDiffusionPipeline:
 
 def load_onnx_pipeline(path: str | Path, threads: int | None = None) -> OnnxStableDiffusionPipeline:
     """The onnxruntime pipeline of an export folder; ``threads`` caps onnxruntime's intra-op threads."""
-    if (Path(path) / "unet" / IR_FILE).is_file():
+    if is_openvino_ir(path):
         raise EdgefusionError(f"{path} is an OpenVINO IR export: run it with --backend openvino")
     return OnnxStableDiffusionPipeline(path, threads)
 
